@@ -1,0 +1,70 @@
+"""``mpanet-tf``: the click group. Each command lives in its own module of this package.
+
+Commands parse options, call one library function and print. Any :class:`MPANetError` the library
+raises becomes one line on stderr and exit code 2 (:class:`ProjectGroup`); click's own usage
+errors keep click's short form and also exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from mpanet_tf.errors import MPANetError
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Modules of this package that each define ``register(group)``.
+COMMAND_MODULES = (
+    "data_commands",
+    "train_command",
+    "eval_command",
+    "export_commands",
+    "visualize_command",
+    "import_command",
+    "quickstart_command",
+)
+
+
+class ProjectGroup(click.Group):
+    """A click group that turns the project's errors into one line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MPANetError as error:
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mpanet-tf", prog_name="mpanet-tf")
+def cli():
+    """MPANet for visible-infrared person re-identification (Keras 3 / TensorFlow).
+
+    Train on SYSU-MM01 or RegDB, evaluate with the field's protocols, export to TF Serving and
+    ONNX. Start with `mpanet-tf quickstart`; `mpanet-tf COMMAND --help` explains every option.
+    """
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"mpanet_tf.cli.{_name}")
+    except ModuleNotFoundError as _error:
+        if _error.name != f"mpanet_tf.cli.{_name}":
+            raise
+        continue
+    _module.register(cli)
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    return cli.main(args=argv, prog_name="mpanet-tf")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
