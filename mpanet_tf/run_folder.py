@@ -1,0 +1,90 @@
+"""The layout of a run folder: what ``train`` writes and ``eval``/``export``/``train --resume`` read.
+
+::
+
+    runs/NAME/
+      config.json            the resolved MPANetConfig (exact, JSON)
+      run.json               num_classes, dataset, initialisation and its SHA-256, status
+      model.keras            the final model (written when training finishes)
+      checkpoints/
+        ckpt-<step>.weights.h5   model weights (with the mean classifiers and BN statistics)
+        ckpt-<step>.state.json   epoch, step, optimizer variables file, history so far
+      history.json           per-epoch loss terms, learning rate, evaluation metrics
+      tensorboard/           event files
+
+Every file is written to a temporary name in the same folder and renamed, so no reader ever
+sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+FINAL_MODEL = "model.keras"
+CHECKPOINT_DIR = "checkpoints"
+HISTORY_FILE = "history.json"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def atomic_write_json(path, obj) -> None:
+    """JSON-dump ``obj`` to ``path`` atomically (sorted keys, 2-space indent)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def is_run_folder(path) -> bool:
+    """True when ``path`` is a folder holding a run's ``config.json``."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def checkpoint_dir(run_dir) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def checkpoint_paths(run_dir, step: int) -> tuple[Path, Path]:
+    """(weights file, state file) of the checkpoint taken after global step ``step``."""
+    folder = checkpoint_dir(run_dir)
+    return folder / f"ckpt-{step:09d}.weights.h5", folder / f"ckpt-{step:09d}.state.json"
+
+
+def latest_checkpoint(run_dir) -> tuple[Path, Path] | None:
+    """The newest complete checkpoint (both files present), or None."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return None
+    steps = []
+    for state in folder.glob("ckpt-*.state.json"):
+        try:
+            step = int(state.name[len("ckpt-"):].split(".")[0])
+        except ValueError:
+            continue
+        weights, _ = checkpoint_paths(run_dir, step)
+        if weights.is_file():
+            steps.append(step)
+    return checkpoint_paths(run_dir, max(steps)) if steps else None
