@@ -1,0 +1,67 @@
+"""MPANetConfig: the authors' defaults, presets, ablations, JSON round trip, validation."""
+
+import json
+
+import pytest
+
+from mpanet_tf.config import ABLATIONS, MPANetConfig, parse_image_size
+from mpanet_tf.errors import ConfigError
+
+
+def test_defaults_are_the_authors():
+    c = MPANetConfig()
+    assert (c.model.num_parts, c.model.reduction, c.model.last_stride, c.model.modality_attention) == (6, 16, 1, 2)
+    assert (c.loss.weight_sep, c.loss.margin, c.loss.weight_sid, c.loss.weight_kl, c.loss.update_rate) == (0.5, 0.7, 0.5, 2.5, 0.2)
+    assert c.loss.double_modality_ce and c.loss.kl_grad_side == "specific" and not c.loss.normalize_sep
+    assert (c.train.lr, c.train.weight_decay, c.train.epochs, tuple(c.train.milestones)) == (3.5e-4, 5e-4, 140, (80, 120))
+    assert c.model.feature_dim == 14336
+
+
+def test_presets():
+    sysu, regdb = MPANetConfig.preset("sysu"), MPANetConfig.preset("regdb")
+    assert (sysu.model.image_height, sysu.model.image_width, sysu.data.batch_size) == (384, 128, 128)
+    assert (regdb.model.image_height, regdb.model.image_width, regdb.data.batch_size) == (256, 128, 120)
+    assert tuple(regdb.train.milestones) == (110,)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        MPANetConfig.preset("market")
+
+
+def test_json_round_trip():
+    c = MPANetConfig.preset("regdb").with_ablation("+cc")
+    again = MPANetConfig.from_dict(json.loads(c.to_json()))
+    assert again == c
+
+
+def test_ablations_switch_modules():
+    base = MPANetConfig().with_ablation("baseline")
+    assert base.model.modality_attention == 0 and not base.model.use_pam
+    assert not base.loss.use_cc and not base.loss.use_ml and base.model.feature_dim == 2048
+    assert MPANetConfig().with_ablation("mam-as-in").model.mam_variant == "in"
+    assert set(ABLATIONS) >= {"baseline", "+cc", "+ml", "+pam", "+mam"}
+
+
+@pytest.mark.parametrize("section,field,value", [
+    ("data", "trial", 11), ("data", "images_per_id", 3), ("model", "last_stride", 3),
+    ("train", "strategy", "tpu"), ("loss", "kl_grad_side", "both"),
+])
+def test_validation_names_the_value(section, field, value):
+    data = MPANetConfig().to_dict()
+    data[section][field] = value
+    with pytest.raises(ConfigError, match=str(value)):
+        MPANetConfig.from_dict(data)
+
+
+def test_unknown_fields_rejected():
+    with pytest.raises(ConfigError, match="bogus"):
+        MPANetConfig.from_dict({"model": {"bogus": 1}})
+
+
+@pytest.mark.parametrize("text,expected", [("384x128", (384, 128)), ("256X128", (256, 128))])
+def test_parse_image_size(text, expected):
+    assert parse_image_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["384", "axb", "384x128x3", "16x16"])
+def test_parse_image_size_rejects(text):
+    with pytest.raises(ConfigError):
+        parse_image_size(text)
