@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "visualize_command",
     "import_command",
     "quickstart_command",
+    "prepare_command",
 )
 
 
@@ -34,6 +35,11 @@ class ProjectGroup(click.Group):
     """A click group that turns the project's errors into one line and exit code 2."""
 
     def invoke(self, ctx):
+        pending = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if pending and not {"-h", "--help"} & set(pending):
+            from mpanet_tf.tf_runtime import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         try:
             return super().invoke(ctx)
         except MPANetError as error:

@@ -1,0 +1,151 @@
+"""Plain image records shared by every dataset reader, and :func:`load_dataset`.
+
+A reader turns an on-disk layout (SYSU-MM01, RegDB; facts §4) into lists of :class:`ImageRecord`.
+Nothing here imports TensorFlow: the sampler, the tf.data pipeline and the evaluators consume the
+records. The modality of a record follows the authors' rule (facts §2): cameras 3 and 6 are
+infrared, every other camera is visible; RegDB visible images get camera 2 and thermal images
+camera 3 (MPANet data/dataset.py), so the same rule holds there.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass
+
+from mpanet_tf.errors import DatasetError
+
+#: The cameras whose images are infrared (SYSU cams 3 and 6; RegDB thermal is given cam 3).
+INFRARED_CAMERAS = (3, 6)
+
+#: File suffixes counted as images (case-insensitive). Anything else in an identity folder
+#: (Thumbs.db, .txt notes, hidden files) is skipped.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+DATASET_NAMES = ("sysu", "regdb")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a dataset.
+
+    Attributes:
+        path: absolute path of the image file.
+        relpath: path relative to the dataset root, '/'-separated.
+        person_id: raw identity id from the dataset.
+        camera: SYSU 1..6; RegDB visible 2, thermal 3.
+        infrared: ``camera in (3, 6)``.
+        label: training label 0..N-1 for train records, -1 otherwise.
+    """
+
+    path: str
+    relpath: str
+    person_id: int
+    camera: int
+    infrared: bool
+    label: int = -1
+
+
+def is_infrared_camera(camera: int) -> bool:
+    """True for the infrared cameras 3 and 6 (facts §2: ``sub = (cam==3) or (cam==6)``)."""
+    return int(camera) in INFRARED_CAMERAS
+
+
+def is_image_name(name: str) -> bool:
+    """True when a file name counts as an image: a known suffix and not a hidden file."""
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def make_record(root: pathlib.Path, relpath: str, person_id: int, camera: int,
+                label: int = -1) -> ImageRecord:
+    """Build a record for ``root/relpath`` (``relpath`` '/'-separated)."""
+    return ImageRecord(
+        path=os.path.join(str(root), *relpath.split("/")),
+        relpath=relpath,
+        person_id=int(person_id),
+        camera=int(camera),
+        infrared=is_infrared_camera(camera),
+        label=int(label),
+    )
+
+
+def resolve_root(root, dataset: str, hint: str) -> pathlib.Path:
+    """Absolute dataset root; :class:`DatasetError` when it is missing or not a folder."""
+    path = pathlib.Path(os.path.expanduser(os.fspath(root))).absolute()
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{dataset} root {path} cannot be read ({error}); {hint}") from None
+    if not exists:
+        raise DatasetError(f"{dataset} root {path} does not exist; {hint}")
+    if not is_dir:
+        raise DatasetError(f"{dataset} root {path} is not a folder; {hint}")
+    return path
+
+
+def is_file(path: pathlib.Path) -> bool:
+    """``path.is_file()`` that answers False instead of raising (name too long, NUL byte, ...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def read_text(path: pathlib.Path, what: str, fix: str) -> str:
+    """Text of a small split/list file; :class:`DatasetError` if missing, unreadable or not UTF-8."""
+    if not is_file(path):
+        raise DatasetError(f"{what} {path} does not exist; {fix}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{what} {path} is not UTF-8 text; {fix}") from None
+    except OSError as error:
+        raise DatasetError(f"cannot read {what} {path} ({error.strerror or error}); {fix}") from None
+
+
+def parse_positive_int(token: str):
+    """``int(token)`` for a plain ASCII decimal >= 1 of at most 18 digits, else None."""
+    token = token.strip()
+    if not (token.isascii() and token.isdigit() and len(token) <= 18):
+        return None
+    value = int(token)
+    return value if value >= 1 else None
+
+
+def verify_images(records, progress: bool = True) -> list[str]:
+    """Decode every record's image; return one line per file that fails (``dataset-info --verify``).
+
+    Uses :func:`mpanet_tf.data.images.check_image`, which imports TensorFlow on first use (the
+    readers themselves never do). ``progress`` shows a tqdm bar on stderr.
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    from mpanet_tf.data.images import check_image
+
+    paths = sorted({record.path for record in records})
+    bad = []
+    for path in tqdm(paths, desc="verifying images", unit="img", file=sys.stderr, disable=not progress):
+        reason = check_image(path)
+        if reason is not None:
+            bad.append(reason)
+    return bad
+
+
+def load_dataset(name: str, root, trial: int = 1):
+    """Open a dataset by name: ``"sysu"`` -> :class:`SYSUDataset`, ``"regdb"`` -> :class:`RegDBDataset`.
+
+    ``trial`` (1..10) is used by RegDB only. Raises :class:`DatasetError` for an unknown name and
+    for any layout problem the reader finds.
+    """
+    key = str(name).strip().lower()
+    if key == "sysu":
+        from mpanet_tf.data.sysu import SYSUDataset
+
+        return SYSUDataset(root)
+    if key == "regdb":
+        from mpanet_tf.data.regdb import RegDBDataset
+
+        return RegDBDataset(root, trial=trial)
+    raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
