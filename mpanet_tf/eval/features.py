@@ -1,0 +1,240 @@
+"""Feature sets: extraction through the one image-loading path, and the ``.npz`` feature file.
+
+The test feature is the BN-neck output (facts §1.5), extracted once per model and reused by every
+trial and setting. A :class:`FeatureSet` holds the query and the gallery side:
+
+- SYSU-MM01: query = every infrared test image (cams 3, 6); gallery = the *whole visible gallery
+  pool* of the test ids (cams 1, 2, 4, 5). The protocols pick each trial's gallery from the pool
+  by path (:mod:`mpanet_tf.eval.sysu_protocol`).
+- RegDB: query = thermal test images (cam 3), gallery = visible test images (cam 2); the V->I
+  direction swaps them (:mod:`mpanet_tf.eval.regdb_protocol`).
+
+The ``.npz`` file holds exactly the eight fields of :class:`FeatureSet` (paths relative to the
+dataset root, '/'-separated; ids and cameras as integers).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from mpanet_tf.errors import BadImageError, DatasetError
+
+FEATURE_KEYS = ("query_features", "query_ids", "query_cams", "query_paths",
+                "gallery_features", "gallery_ids", "gallery_cams", "gallery_paths")
+
+
+@dataclass
+class FeatureSet:
+    """Query and gallery embeddings with their identities, cameras and relative paths.
+
+    Attributes:
+        query_features: (Q, D) float32.
+        query_ids, query_cams: (Q,) int64.
+        query_paths: (Q,) str, relative to the dataset root, '/'-separated.
+        gallery_features: (G, D) float32.
+        gallery_ids, gallery_cams: (G,) int64.
+        gallery_paths: (G,) str.
+    """
+
+    query_features: np.ndarray
+    query_ids: np.ndarray
+    query_cams: np.ndarray
+    query_paths: np.ndarray
+    gallery_features: np.ndarray
+    gallery_ids: np.ndarray
+    gallery_cams: np.ndarray
+    gallery_paths: np.ndarray
+
+    def __post_init__(self):
+        for side in ("query", "gallery"):
+            setattr(self, f"{side}_features", np.asarray(getattr(self, f"{side}_features"), dtype=np.float32))
+            setattr(self, f"{side}_ids", np.asarray(getattr(self, f"{side}_ids"), dtype=np.int64).reshape(-1))
+            setattr(self, f"{side}_cams", np.asarray(getattr(self, f"{side}_cams"), dtype=np.int64).reshape(-1))
+            paths = [str(p).replace("\\", "/") for p in np.asarray(getattr(self, f"{side}_paths")).reshape(-1)]
+            setattr(self, f"{side}_paths", np.array(paths, dtype=str))
+
+    def problem(self) -> str | None:
+        """None when the shapes agree, else a short description of the first mismatch."""
+        dims = []
+        for side in ("query", "gallery"):
+            features = getattr(self, f"{side}_features")
+            if features.ndim != 2:
+                return f"{side}_features must be 2-D (N, D), got shape {features.shape}"
+            for key in ("ids", "cams", "paths"):
+                values = getattr(self, f"{side}_{key}")
+                if len(values) != len(features):
+                    return f"{side}_{key} has {len(values)} entries but {side}_features has {len(features)} rows"
+            dims.append(features.shape[1])
+        if dims[0] != dims[1]:
+            return f"query features are {dims[0]}-d but gallery features are {dims[1]}-d"
+        return None
+
+    def swapped(self) -> "FeatureSet":
+        """The same features with query and gallery exchanged (RegDB V->I)."""
+        return FeatureSet(self.gallery_features, self.gallery_ids, self.gallery_cams, self.gallery_paths,
+                          self.query_features, self.query_ids, self.query_cams, self.query_paths)
+
+
+def feature_set_from_records(query_records, query_features, gallery_records, gallery_features) -> FeatureSet:
+    """A :class:`FeatureSet` from :class:`~mpanet_tf.data.records.ImageRecord` lists and their rows."""
+    return FeatureSet(
+        query_features=query_features,
+        query_ids=[r.person_id for r in query_records],
+        query_cams=[r.camera for r in query_records],
+        query_paths=[r.relpath for r in query_records],
+        gallery_features=gallery_features,
+        gallery_ids=[r.person_id for r in gallery_records],
+        gallery_cams=[r.camera for r in gallery_records],
+        gallery_paths=[r.relpath for r in gallery_records],
+    )
+
+
+def save_features(path, features: FeatureSet) -> None:
+    """Write ``features`` to ``path`` (``.npz`` with exactly :data:`FEATURE_KEYS`)."""
+    problem = features.problem()
+    if problem:
+        raise ValueError(f"refusing to save an inconsistent feature set: {problem}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "wb") as handle:  # an open handle keeps numpy from appending ".npz"
+        np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)})
+
+
+def load_features(path) -> FeatureSet:
+    """Read a feature file written by :func:`save_features`.
+
+    Raises:
+        DatasetError: the file is missing, not an ``.npz``, lacks a key or has inconsistent lengths
+            (one line naming the file).
+    """
+    path = os.fspath(path)
+    fix = "re-create it with `mpanet-tf eval ... --save-features FILE`"
+    if not os.path.isfile(path):
+        raise DatasetError(f"feature file {path} does not exist; {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in FEATURE_KEYS if key not in data.files]
+            if missing:
+                raise DatasetError(f"feature file {path} lacks {', '.join(missing)}; {fix}")
+            arrays = {key: data[key] for key in FEATURE_KEYS}
+    except DatasetError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise DatasetError(f"feature file {path} is not a readable .npz ({type(error).__name__}); {fix}") from None
+    features = FeatureSet(**arrays)
+    problem = features.problem()
+    if problem:
+        raise DatasetError(f"feature file {path} is inconsistent: {problem}; {fix}")
+    return features
+
+
+def _paths_of(records) -> list[str]:
+    return [r.path if hasattr(r, "path") else os.fspath(r) for r in records]
+
+
+def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
+    """tf.data: (index, path) -> (index, image or bytes, shape), bad files dropped, batched."""
+    import tensorflow as tf
+
+    from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
+
+    if not wants_bytes and image_size is None:
+        raise ValueError("extract_features needs image_size (H, W) for an embedder that takes images")
+    size = tuple(int(s) for s in image_size) if image_size is not None else None
+
+    def load(index, path):
+        data = tf.io.read_file(path)
+        image = decode_image_tensor(data)  # fails (and the element is dropped) on a bad file
+        if wants_bytes:
+            return index, data, tf.shape(image)
+        return index, resize_image_tensor(image, size), tf.shape(image)
+
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), np.array(paths, dtype=str)))
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.ignore_errors().batch(batch_size).prefetch(2)
+
+
+def _bad_image(path: str) -> BadImageError:
+    """The error for a file the pipeline dropped, with the decoder's reason when it has one."""
+    from mpanet_tf.data.images import load_image
+
+    try:
+        load_image(path, (8, 8))
+    except BadImageError as error:
+        return error
+    return BadImageError(path, "failed in the input pipeline")
+
+
+def extract_features(embed_fn, records, image_size, batch_size: int = 64, progress: bool = True,
+                     skip_bad_images: bool = False):
+    """Embed every image of ``records`` (ImageRecord or paths), in order.
+
+    Images go through the one loading path (:mod:`mpanet_tf.data.images`: decode to 3 channels,
+    bilinear resize to ``image_size`` = (h, w), float32 in [0, 255]) in a parallel tf.data
+    pipeline. ``embed_fn(batch (N, h, w, 3) float32) -> (N, D)``; an ``embed_fn`` whose attribute
+    ``wants_bytes`` is True (a SavedModel's ``serve_encoded``) receives the file bytes (N,) instead
+    (every file is still decoded once in the pipeline, so bad images are caught the same way) and
+    ``image_size`` may be None.
+
+    Returns:
+        (N, D) float32 array; with ``skip_bad_images`` a tuple (array of the decodable images' rows,
+        list of skipped indices into ``records``).
+
+    Raises:
+        BadImageError: a file is missing or undecodable (unless ``skip_bad_images``).
+    """
+    from tqdm.auto import tqdm
+
+    paths = _paths_of(records)
+    wants_bytes = bool(getattr(embed_fn, "wants_bytes", False))
+    chunks, skipped = [], []
+    expected = 0
+
+    def handle_missing(indices):
+        for index in indices:
+            if not skip_bad_images:
+                raise _bad_image(paths[index])
+            skipped.append(int(index))
+
+    with tqdm(total=len(paths), desc="features", unit="img", disable=not progress, leave=False) as bar:
+        if paths:
+            for indices, batch, _ in _image_dataset(paths, image_size, batch_size, wants_bytes):
+                indices = indices.numpy()
+                present = set(indices.tolist())
+                handle_missing([i for i in range(expected, int(indices[-1])) if i not in present])
+                embedded = np.asarray(embed_fn(batch.numpy() if wants_bytes else batch), dtype=np.float32)
+                if embedded.shape[0] != len(indices):
+                    raise ValueError(f"embed_fn returned {embedded.shape[0]} rows for a batch of {len(indices)}")
+                chunks.append(embedded.reshape(len(indices), -1))
+                bar.update(int(indices[-1]) + 1 - expected)
+                expected = int(indices[-1]) + 1
+        handle_missing(range(expected, len(paths)))
+        bar.update(len(paths) - expected)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+    return (features, skipped) if skip_bad_images else features
+
+
+def extract_feature_set(embed_fn, query_records, gallery_records, image_size, batch_size: int = 64,
+                        progress: bool = True, skip_bad_images: bool = False) -> FeatureSet:
+    """Embed query and gallery records into a :class:`FeatureSet` (skipped images are left out)."""
+    sides = []
+    for records in (query_records, gallery_records):
+        result = extract_features(embed_fn, records, image_size, batch_size, progress, skip_bad_images)
+        if skip_bad_images:
+            features, skipped = result
+            dropped = set(skipped)
+            if dropped:
+                first = records[min(dropped)]
+                warnings.warn(f"skipped {len(dropped)} undecodable images, the first {_paths_of([first])[0]}")
+            records = [r for i, r in enumerate(records) if i not in dropped]
+        else:
+            features = result
+        sides.append((records, features))
+    (query, query_features), (gallery, gallery_features) = sides
+    return feature_set_from_records(query, query_features, gallery, gallery_features)

@@ -1,0 +1,221 @@
+"""SYSU-MM01 evaluation: the official ``rand_perm_cam.mat`` protocol and AGW's seeded one.
+
+Official protocol (facts §5.1, MPANet utils/eval_sysu.py; the default, decision 6):
+
+- query = every infrared test image (cams 3, 6), the same in every trial;
+- gallery of trial t (0-based) = for each gallery camera (all-search 1, 2, 4, 5; indoor 1, 2) and
+  each test id with a non-empty permutation cell: row t of that cell, its first N entries (N = 1
+  single-shot, 10 multi-shot; fewer when the camera has fewer images), 1-based numbers naming
+  ``cam{c}/{id:04d}/{n:04d}.jpg``. Empty or missing cells are skipped;
+- same-location rule: query cam 3 counts as cam 2, so cam-3 queries ignore cam-2 gallery images;
+- L2-normalised features, squared Euclidean distance, unique-id CMC, mAP (and mINP), 10 trials.
+
+AGW protocol (``sampling="seed"``, facts §5.2, AGW data_manager.process_gallery_sysu): for trial t,
+``random.seed(t)``, then for every test id (sorted) and every gallery camera in order, one
+``random.choice`` from the sorted files of ``cam{c}/{id:04d}`` when it has any. Single-shot only.
+
+Features are extracted once for the query set and the whole visible gallery pool (a
+:class:`~mpanet_tf.eval.features.FeatureSet`); each trial selects pool rows by path. Query-to-pool
+distances are computed once, in float32, for the union of the rows all trials use.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from collections import defaultdict
+
+import numpy as np
+
+from mpanet_tf.errors import ConfigError, DatasetError
+from mpanet_tf.eval.features import FeatureSet
+from mpanet_tf.eval.metrics import evaluate_ranking, normalized_squared_distance, same_location_junk
+from mpanet_tf.eval.report import make_result
+
+GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
+SAMPLINGS = ("official", "seed")
+#: The four settings of the paper's SYSU table: (mode, shots).
+ALL_SETTINGS = (("all", 1), ("all", 10), ("indoor", 1), ("indoor", 10))
+
+
+def image_key(path) -> str:
+    """``'cam{c}/{id:04d}/{n:04d}'``: the last three components of a path, extension removed."""
+    parts = os.path.splitext(str(path).replace("\\", "/"))[0].split("/")
+    return "/".join(parts[-3:])
+
+
+def official_gallery_keys(perm, person_ids, cameras, trial: int, shots: int) -> list[str]:
+    """Image keys of trial ``trial``'s official gallery (facts §5.1).
+
+    Args:
+        perm: {(camera, person_id): (trials, n) 1-based image numbers} as
+            :func:`mpanet_tf.data.sysu.load_rand_perm_cam` returns; absent or empty cells skipped.
+        person_ids: the test ids.
+        cameras: the gallery cameras.
+        trial: 0-based row of every permutation.
+        shots: images per (camera, id) (fewer when the row is shorter).
+    """
+    keys = []
+    for camera in cameras:
+        for pid in person_ids:
+            cell = perm.get((int(camera), int(pid)))
+            if cell is None or np.size(cell) == 0:
+                continue
+            numbers = np.asarray(cell)[trial, :shots]
+            keys.extend(f"cam{camera}/{int(pid):04d}/{int(n):04d}" for n in numbers)
+    return keys
+
+
+def agw_gallery_keys(files, person_ids, cameras, trial: int) -> list[str]:
+    """Image keys of AGW's seeded single-shot gallery for ``trial`` (facts §5.2).
+
+    Mirrors AGW's process_gallery_sysu: ``random.seed(trial)``; for id in sorted ids, for camera in
+    ``cameras``: if the (camera, id) folder has files, ``random.choice(sorted files)``.
+
+    Args:
+        files: {(camera, person_id): image keys or paths of that folder}; sorted here.
+    """
+    rng = random.Random(trial)   # the same stream as random.seed(trial) + random.choice
+    keys = []
+    for pid in sorted(int(p) for p in person_ids):
+        for camera in cameras:
+            names = sorted(files.get((int(camera), pid), ()))
+            if names:
+                keys.append(image_key(rng.choice(names)))
+    return keys
+
+
+def _perm_from(perm):
+    """A permutation mapping from a mapping, a ``.mat`` path, a dataset root or a SYSUDataset."""
+    from mpanet_tf.data.sysu import load_rand_perm_cam
+
+    if perm is None:
+        raise ConfigError("the official SYSU protocol needs rand_perm_cam.mat; pass perm= (the file, "
+                          "the dataset or its root) or use sampling='seed' for the AGW protocol")
+    if hasattr(perm, "load_rand_perm"):
+        return perm.load_rand_perm()
+    if isinstance(perm, (str, os.PathLike)):
+        path = os.fspath(perm)
+        if os.path.isdir(path):
+            path = os.path.join(path, "exp", "rand_perm_cam.mat")
+        return load_rand_perm_cam(path)
+    return perm
+
+
+def _check_setting(mode: str, shots: int, sampling: str, trials: int, perm) -> None:
+    if mode not in GALLERY_CAMERAS:
+        raise ConfigError(f"SYSU mode must be 'all' or 'indoor', got {mode!r}")
+    if int(shots) < 1:
+        raise ConfigError(f"shots must be >= 1, got {shots}")
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"SYSU sampling must be 'official' or 'seed', got {sampling!r}")
+    if sampling == "seed" and int(shots) != 1:
+        raise ConfigError(f"the AGW seeded protocol is single-shot only (AGW issue #8), got shots={shots}; "
+                          "use --sampling official for multi-shot")
+    if int(trials) < 1:
+        raise ConfigError(f"trials must be >= 1, got {trials}")
+    if sampling == "official":
+        rows = min((np.shape(cell)[0] for cell in perm.values() if np.size(cell)), default=0)
+        if rows == 0:
+            raise DatasetError("the gallery permutations hold no non-empty (camera, id) cell; "
+                               "use the official rand_perm_cam.mat (SYSU-MM01 repository, evaluation/data_split/)")
+        if trials > rows:
+            raise ConfigError(f"rand_perm_cam.mat holds {rows} trials, asked for {trials}; use --trials {rows} or fewer")
+
+
+def sysu_trial_galleries(features: FeatureSet, mode: str = "all", shots: int = 1, trials: int = 10,
+                         sampling: str = "official", perm=None) -> list[np.ndarray]:
+    """Pool row indices (ascending, i.e. in pool order, as MPANet's ``np.in1d``) of every trial's gallery."""
+    if sampling == "official":
+        perm = _perm_from(perm)
+    _check_setting(mode, shots, sampling, trials, perm)
+    cameras = GALLERY_CAMERAS[mode]
+    in_mode = np.isin(features.gallery_cams, cameras)
+    rows = np.flatnonzero(in_mode)
+    keys = [image_key(p) for p in features.gallery_paths[rows].tolist()]
+    row_of = dict(zip(keys, rows.tolist()))
+    person_ids = np.unique(features.gallery_ids[rows])
+    files = defaultdict(list)
+    if sampling == "seed":
+        for key, camera, pid in zip(keys, features.gallery_cams[rows].tolist(), features.gallery_ids[rows].tolist()):
+            files[(camera, pid)].append(key)
+
+    galleries, missing = [], []
+    for trial in range(trials):
+        if sampling == "official":
+            chosen = official_gallery_keys(perm, person_ids, cameras, trial, shots)
+        else:
+            chosen = agw_gallery_keys(files, person_ids, cameras, trial)
+        missing.extend(k for k in chosen if k not in row_of)
+        galleries.append(np.array(sorted({row_of[k] for k in chosen if k in row_of}), dtype=np.int64))
+    if missing:
+        warnings.warn(f"{len(set(missing))} gallery images named by the permutation file are not in the feature "
+                      f"set (first: {missing[0]}); they are left out, as MPANet's eval_sysu does")
+    return galleries
+
+
+def evaluate_sysu_settings(features: FeatureSet, settings=(("all", 1),), trials: int = 10,
+                           sampling: str = "official", perm=None, rerank: bool = False,
+                           rerank_params: dict | None = None, compute_dtype=np.float32) -> list[dict]:
+    """Evaluate several (mode, shots) settings on one feature set; one result dict per setting.
+
+    The query-to-gallery distances are computed once for the union of every trial's gallery rows
+    over all settings: (Q, D) x (U, D) products in ``compute_dtype`` (float32, as the authors'
+    GPU code; float64 for exact comparisons), no per-query loop.
+    """
+    if sampling == "official":
+        perm = _perm_from(perm)
+    plans = [(mode, int(shots), sysu_trial_galleries(features, mode, shots, trials, sampling, perm))
+             for mode, shots in settings]
+    union = np.unique(np.concatenate([rows for _, _, galleries in plans for rows in galleries]))
+    query = features.query_features
+    gallery = features.gallery_features[union]
+    if rerank:
+        from mpanet_tf.eval.rerank import k_reciprocal_rerank_distances
+
+        query_query = normalized_squared_distance(query, query, compute_dtype)
+        gallery_gallery = normalized_squared_distance(gallery, gallery, compute_dtype)
+    distance = normalized_squared_distance(query, gallery, compute_dtype)       # (Q, U), L2-normalised rows
+
+    results = []
+    for mode, shots, galleries in plans:
+        per_trial = []
+        for trial, rows in enumerate(galleries):
+            cols = np.searchsorted(union, rows)
+            dist = distance[:, cols]
+            if rerank:
+                dist = k_reciprocal_rerank_distances(dist, query_query, gallery_gallery[np.ix_(cols, cols)],
+                                                     **(rerank_params or {}))
+            metrics = evaluate_ranking(dist, features.query_ids, features.query_cams,
+                                       features.gallery_ids[rows], features.gallery_cams[rows],
+                                       junk=same_location_junk)
+            per_trial.append({"trial": trial, **metrics.as_dict(), "gallery_size": int(len(rows)),
+                              "valid_queries": metrics.num_valid})
+        results.append(make_result(per_trial, dataset="sysu", mode=mode, shots=shots, sampling=sampling,
+                                   rerank=bool(rerank)))
+    return results
+
+
+def evaluate_sysu(features: FeatureSet, perm=None, mode: str = "all", shots: int = 1, trials: int = 10,
+                  sampling: str = "official", rerank: bool = False, rerank_params: dict | None = None,
+                  compute_dtype=np.float32) -> dict:
+    """Evaluate one SYSU setting (facts §5.1 official, §5.2 with ``sampling="seed"``).
+
+    Args:
+        features: query = infrared test images, gallery = the visible pool of the test ids.
+        perm: for ``sampling="official"``: the permutation mapping, the ``rand_perm_cam.mat`` path,
+            the dataset root or a :class:`~mpanet_tf.data.sysu.SYSUDataset`.
+        mode: ``"all"`` (cams 1, 2, 4, 5) or ``"indoor"`` (cams 1, 2).
+        shots: 1 (single-shot) or 10 (multi-shot); the seeded protocol allows 1 only.
+        trials: number of trials (10).
+        sampling: ``"official"`` or ``"seed"``.
+        rerank: k-reciprocal re-ranking of each trial's distances (:mod:`mpanet_tf.eval.rerank`).
+        rerank_params: ``k1``, ``k2``, ``lambda_value`` overrides (20, 6, 0.3).
+        compute_dtype: dtype of the normalisation and the distance products (float32).
+
+    Returns:
+        a result dict (:mod:`mpanet_tf.eval.report`), metrics in percent, mean/std over trials.
+    """
+    return evaluate_sysu_settings(features, ((mode, shots),), trials, sampling, perm, rerank, rerank_params,
+                                  compute_dtype)[0]
