@@ -1,0 +1,86 @@
+"""``mpanet-tf export`` (SavedModel for TF Serving, ONNX) and ``mpanet-tf search`` (rank a folder)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("export")
+@click.option("--model", "model_path", required=True, type=click.Path(),
+              help="Run folder written by `mpanet-tf train` (its model.keras or newest checkpoint) "
+                   "or a .keras file.")
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "onnx", "all"]), default="savedmodel",
+              show_default=True,
+              help="savedmodel: TF Serving SavedModel in OUTPUT/<version>/ (signatures serving_default "
+                   "and serve_encoded); onnx: OUTPUT/onnx/<version>/model.onnx; all: both.")
+@click.option("--output", required=True, type=click.Path(),
+              help="The model's base folder, e.g. saved_models/mpanet (TF Serving's model_base_path).")
+@click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Version number: the SavedModel goes to OUTPUT/<version>/ (TF Serving serves the "
+                   "highest one), the ONNX file to OUTPUT/onnx/<version>/.")
+@click.option("--opset", type=click.IntRange(min=13), default=None,
+              help="ONNX opset [default: 17].")
+@click.option("--force", is_flag=True,
+              help="Replace an existing OUTPUT/<version>/ or OUTPUT/onnx/<version>/ (refused otherwise).")
+def export_command(model_path, fmt, output, version, opset, force):
+    """Export the test-time embedding for serving.
+
+    Both artifacts return `embeddings`, float32 (N, 14336): the BN-neck feature the evaluation
+    uses, not L2-normalised. SavedModel inputs: `images` uint8 (N, H, W, 3) of any size
+    (serving_default) or `image_bytes` string (N,) JPEG/PNG/BMP files (serve_encoded); both are
+    resized exactly as in evaluation. ONNX input: `images` float32 (N, H, W, 3) in [0, 255]
+    already resized to the model's input size. A failed export leaves nothing behind.
+    """
+    from mpanet_tf.export import export_model
+
+    written = export_model(model_path, output, formats=fmt, version=version, force=force, opset=opset)
+    for kind, path in written.items():
+        click.echo(f"{kind}: {path}")
+
+
+@click.command("search")
+@click.option("--model", "model_path", required=True, type=click.Path(),
+              help="Exported model (saved_models/NAME, its highest version, or saved_models/NAME/<v>), "
+                   "an .onnx file, a run folder or a .keras file.")
+@click.option("--query", required=True, type=click.Path(),
+              help="The query image (visible or infrared).")
+@click.option("--gallery", required=True, type=click.Path(),
+              help="Folder searched recursively for .jpg/.jpeg/.png/.bmp images (either modality).")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many matches to print and draw.")
+@click.option("--output", type=click.Path(), default=None,
+              help="Also write the ranked-list picture (query + top-k thumbnails with distances), "
+                   "e.g. ranked.png.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Gallery images per forward pass.")
+@click.option("--skip-bad-images", is_flag=True,
+              help="Leave undecodable gallery files out and report how many (default: stop at the first).")
+def search_command(model_path, query, gallery, top_k, output, batch_size, skip_bad_images):
+    """Rank every image under GALLERY against the QUERY image.
+
+    Distance: Euclidean distance between L2-normalised embeddings, in [0, 2]; smaller is more
+    similar (the SYSU-MM01 evaluation's ranking). Prints rank, distance and path of the top-k.
+    """
+    from mpanet_tf.search import search
+
+    result = search(model_path, query, gallery, batch_size=batch_size, skip_bad_images=skip_bad_images)
+    if result.skipped:
+        count = len(result.skipped)
+        click.echo(f"Warning: skipped {count} undecodable gallery file{'s' if count > 1 else ''}, the first "
+                   f"{result.skipped[0]}", err=True)
+    click.echo(f"query: {result.query}  ({len(result.paths)} gallery images)")
+    click.echo(f"{'rank':>4}  {'distance':>8}  path")
+    top = result.top(top_k)
+    for rank, distance, path in top:
+        click.echo(f"{rank:>4}  {distance:8.4f}  {path}")
+    if output:
+        from mpanet_tf.viz.ranked_list import draw_ranked_list
+
+        picture = draw_ranked_list(result.query, [p for _, _, p in top], [d for _, d, _ in top], output,
+                                   title=f"query {result.query.name}: top {len(top)} of {len(result.paths)}")
+        click.echo(f"picture: {picture}")
+
+
+def register(group) -> None:
+    group.add_command(export_command)
+    group.add_command(search_command)
