@@ -5,7 +5,7 @@ Distance: the Euclidean distance between **L2-normalised** embeddings,
 the SYSU-MM01 evaluation (facts §5.1: L2-normalise, then Euclidean / cosine) and works for either
 modality as query or gallery.
 
-The model can be any artifact of the project (:func:`open_embedder`):
+The model can be any artifact of the project (:func:`mpanet_tf.eval.embedder.load_embedder`):
 
 - a run folder or a ``.keras`` file: the Keras model, images through the evaluation path
   (:func:`mpanet_tf.data.images.load_image` -> ``model.embed``);
@@ -23,13 +23,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from mpanet_tf.errors import BadImageError, CheckpointError, DatasetError
+from mpanet_tf.data.records import IMAGE_SUFFIXES
+from mpanet_tf.errors import BadImageError, DatasetError
+from mpanet_tf.eval.embedder import Embedder, load_embedder
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def find_images(folder) -> list[Path]:
@@ -46,83 +46,6 @@ def find_images(folder) -> list[Path]:
         raise DatasetError(f"gallery folder {folder} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} "
                            "image (searched recursively)")
     return images
-
-
-@dataclass
-class Embedder:
-    """An embedding function for image batches with what feeds it.
-
-    Attributes:
-        embed: (N, H, W, 3) float32 in [0, 255] at ``image_size`` -> (N, D) float32, or, when
-            ``embed.wants_bytes`` is True, file bytes (N,) -> (N, D).
-        image_size: (H, W) the model expects (None when unknown and not needed).
-        kind: ``"keras"``, ``"savedmodel"`` or ``"onnx"``.
-        source: the file or folder it was loaded from.
-    """
-
-    embed: Callable
-    image_size: tuple[int, int] | None
-    kind: str
-    source: Path
-
-
-def _savedmodel_embedder(folder: Path) -> Embedder:
-    import tensorflow as tf
-
-    from mpanet_tf.export import EMBEDDINGS, read_export_info
-
-    loaded = tf.saved_model.load(os.fspath(folder))
-    if "serve_encoded" not in loaded.signatures:
-        raise CheckpointError(f"SavedModel {folder} has no serve_encoded signature; re-export it with "
-                              "`mpanet-tf export --format savedmodel`")
-    signature = loaded.signatures["serve_encoded"]
-
-    def embed(image_bytes):
-        return signature(image_bytes=tf.constant(image_bytes, dtype=tf.string))[EMBEDDINGS].numpy()
-
-    embed.wants_bytes = True
-    embed.loaded = loaded  # keep the SavedModel's resources alive with the function
-    info = read_export_info(folder)
-    size = (info["image_height"], info["image_width"]) if "image_height" in info else None
-    return Embedder(embed, size, "savedmodel", folder)
-
-
-def _onnx_embedder(path: Path) -> Embedder:
-    from mpanet_tf.onnx_export import onnx_embedder, onnx_session, session_image_size
-
-    session = onnx_session(path)
-    return Embedder(onnx_embedder(session), session_image_size(session), "onnx", path)
-
-
-def _latest_onnx(folder: Path) -> Path | None:
-    from mpanet_tf.export import ONNX_DIR, ONNX_FILE
-
-    versions = [p for p in (folder / ONNX_DIR).glob("*") if p.name.isdigit() and (p / ONNX_FILE).is_file()]
-    return max(versions, key=lambda p: int(p.name)) / ONNX_FILE if versions else None
-
-
-def open_embedder(path) -> Embedder:
-    """Open a run folder, ``.keras`` file, SavedModel folder or ``.onnx`` file for embedding.
-
-    Raises:
-        CheckpointError: nothing loadable at ``path``.
-    """
-    from mpanet_tf.export import find_savedmodel
-
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".onnx":
-        return _onnx_embedder(path)
-    savedmodel = find_savedmodel(path)
-    if savedmodel is not None:
-        return _savedmodel_embedder(savedmodel)
-    if path.is_dir() and not (path / "config.json").is_file():
-        onnx = _latest_onnx(path)
-        if onnx is not None:
-            return _onnx_embedder(onnx)
-    from mpanet_tf.model import load_model
-
-    model = load_model(path)
-    return Embedder(model.embed, model.image_size, "keras", path)
 
 
 def rank_by_distance(query_feature, gallery_features):
@@ -172,7 +95,7 @@ def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = 
     """Embed ``query`` and every image under ``gallery``, and rank the gallery.
 
     Args:
-        model: an :class:`Embedder` or a path accepted by :func:`open_embedder`.
+        model: an :class:`Embedder` or a path accepted by :func:`~mpanet_tf.eval.embedder.load_embedder`.
         query: the query image file.
         gallery: a folder searched recursively (:func:`find_images`) or a list of image files.
         batch_size: images per forward pass.
@@ -185,7 +108,7 @@ def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = 
     """
     from mpanet_tf.eval.features import extract_features
 
-    embedder = model if isinstance(model, Embedder) else open_embedder(model)
+    embedder = model if isinstance(model, Embedder) else load_embedder(model)
     paths = find_images(gallery) if isinstance(gallery, (str, os.PathLike)) else [Path(p) for p in gallery]
     size = embedder.image_size or (1, 1)  # only the bytes-fed SavedModel has no size, and needs none
     try:

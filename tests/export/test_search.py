@@ -14,7 +14,7 @@ from tests.export.test_savedmodel import eval_path_embeddings, write_images, wri
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory):
-    from mpanet_tf.search import Embedder
+    from mpanet_tf.eval.embedder import Embedder
 
     root = tmp_path_factory.mktemp("search")
     run, model = write_tiny_run(root / "run", seed=5)
