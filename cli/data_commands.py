@@ -7,9 +7,9 @@ import pathlib
 
 import click
 
+from mpanet_tf.config import PRESETS
 from mpanet_tf.errors import ConfigError, DatasetError
 
-DEFAULT_ROOTS = {"sysu": "datasets/SYSU-MM01", "regdb": "datasets/RegDB"}
 LAYOUT_NAMES = {"sysu": "SYSU-MM01", "regdb": "RegDB"}
 
 
@@ -20,7 +20,7 @@ def _echo_table(info: dict) -> None:
 
 
 @click.command("dataset-info")
-@click.option("--dataset", type=click.Choice(sorted(DEFAULT_ROOTS)), default="sysu", show_default=True,
+@click.option("--dataset", type=click.Choice(sorted(PRESETS)), default="sysu", show_default=True,
               help="Which layout to read.")
 @click.option("--data-root", default=None,
               help="Dataset folder [default: datasets/SYSU-MM01 or datasets/RegDB, per --dataset].")
@@ -42,7 +42,7 @@ def dataset_info(dataset, data_root, trial, as_json, verify, skip_bad_images):
     """
     from mpanet_tf.data.records import load_dataset, verify_images
 
-    data = load_dataset(dataset, data_root or DEFAULT_ROOTS[dataset], trial=trial)
+    data = load_dataset(dataset, data_root or PRESETS[dataset]["data"]["data_root"], trial=trial)
     info = {"dataset": dataset, "root": str(data.root), **data.counts()}
     bad = []
     if verify:

@@ -6,11 +6,9 @@ import click
 
 from mpanet_tf.config import PRESETS, parse_image_size
 
-DEFAULT_ROOTS = {"sysu": "datasets/SYSU-MM01", "regdb": "datasets/RegDB"}
-
 
 @click.command("prepare")
-@click.option("--dataset", type=click.Choice(sorted(DEFAULT_ROOTS)), default="sysu", show_default=True,
+@click.option("--dataset", type=click.Choice(sorted(PRESETS)), default="sysu", show_default=True,
               help="Which dataset layout to read.")
 @click.option("--data-root", default=None,
               help="Dataset folder [default: datasets/SYSU-MM01 or datasets/RegDB, per --dataset].")
@@ -37,7 +35,7 @@ def prepare(dataset, data_root, trial, image_size, cache_dir, skip_bad_images, n
     from mpanet_tf.data.cache import default_cache_dir, prepare_cache
     from mpanet_tf.data.records import load_dataset
 
-    data = load_dataset(dataset, data_root or DEFAULT_ROOTS[dataset], trial=trial)
+    data = load_dataset(dataset, data_root or PRESETS[dataset]["data"]["data_root"], trial=trial)
     model = PRESETS[dataset]["model"]
     size = parse_image_size(image_size) if image_size else (model["image_height"], model["image_width"])
     records = data.all_records() if dataset == "regdb" else data.train_records()
