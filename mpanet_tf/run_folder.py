@@ -7,8 +7,11 @@
       run.json               num_classes, dataset, initialisation and its SHA-256, status
       model.keras            the final model (written when training finishes)
       checkpoints/
-        ckpt-<step>.weights.h5   model weights (with the mean classifiers and BN statistics)
-        ckpt-<step>.state.json   epoch, step, optimizer variables file, history so far
+        ckpt-<step>.weights.h5   model weights (with the mean classifiers, ema_rate and BN
+                                 statistics) and, as Keras' save_weights writes them, the optimizer
+                                 variables (iterations, learning rate, Adam moments)
+        ckpt-<step>.state.json   epoch, step in epoch, global step, history so far; written
+                                 last, so a checkpoint exists exactly when its state file does
       history.json           per-epoch loss terms, learning rate, evaluation metrics
       tensorboard/           event files
 

@@ -1,0 +1,26 @@
+"""Training MPANet: strategy, schedules, checkpoints, the run loop (facts §3; issue 4).
+
+Public API::
+
+    from mpanet_tf.training import train, train_repeats, TrainingInterrupted
+
+- :func:`~mpanet_tf.training.trainer.train` ``(config, output_dir, *, resume, force, verbose,
+  final_eval, callbacks, log) -> TrainResult``
+- :func:`~mpanet_tf.training.trainer.train_repeats` ``(config, output_dir, repeat, **kwargs)``
+- :mod:`.strategy` (``--strategy``), :mod:`.schedules` (LR and EMA rate per epoch),
+  :mod:`.checkpoints` (atomic checkpoints, resume), :mod:`.progress` (step bookkeeping, NaN guard,
+  Ctrl-C), :mod:`.history` (history.json, TensorBoard), :mod:`.evaluation` (``--eval-every``),
+  :mod:`.setup` (output folder, resume config, precision policy, optimizer).
+
+TensorFlow is imported when a function is first used, not by this package.
+"""
+
+__all__ = ["train", "train_repeats", "TrainingInterrupted", "TrainResult"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from mpanet_tf.training import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'mpanet_tf.training' has no attribute {name!r}")

@@ -1,0 +1,206 @@
+"""Training checkpoints: atomic, complete, resumable (issue 4 item 4).
+
+A checkpoint taken after global step ``g`` is two files under ``<run>/checkpoints/``
+(:mod:`mpanet_tf.run_folder`):
+
+- ``ckpt-<g>.weights.h5`` (``model.save_weights``): every model weight, trainable or not (the
+  backbone, MAM, PAM, the BN neck with its moving statistics, the classifiers, the two mean (EMA)
+  classifiers, ``ema_rate``) and every optimizer variable (iteration counter, learning rate, Adam
+  first and second moments; the loss scale under fp16), which Keras 3 stores in the same file and
+  ``load_weights`` restores into a built optimizer;
+- ``ckpt-<g>.state.json``: the position (epoch, step in epoch, global step), the history so far,
+  the running sums of the epoch in progress and the optimizer's iteration count (checked on
+  restore).
+
+Each file is written under a temporary name in the same folder, flushed, fsynced and renamed, and
+the state file goes last: a checkpoint exists exactly when its state file does, so a process killed
+at any point leaves either the previous checkpoint or the new one, never half of one. The data
+position needs no more than (epoch, step in epoch): the sampler and the augmentation are pure
+functions of (seed, epoch, step) (:mod:`mpanet_tf.data.pipeline`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpanet_tf import run_folder
+from mpanet_tf.errors import CheckpointError, TrainingError
+
+FORMAT = "mpanet-tf-checkpoint/1"
+TEMP_PREFIX = ".tmp-"
+DEFAULT_KEEP = 3
+
+
+def _fsync_file(path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder) -> None:
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _temporary(folder: Path, final: Path) -> Path:
+    # Keras wants the ".weights.h5" suffix: keep it on the temporary name.
+    suffix = "".join(final.suffixes)
+    return folder / f"{TEMP_PREFIX}{os.getpid()}-{final.name[:-len(suffix)]}{suffix}"
+
+
+def _step_of(name: str):
+    try:
+        return int(name[len("ckpt-"):].split(".")[0])
+    except ValueError:
+        return None
+
+
+def _iterations(model) -> int:
+    optimizer = getattr(model, "optimizer", None)
+    return int(optimizer.iterations.numpy()) if optimizer is not None else 0
+
+
+def check_finite_weights(model) -> None:
+    """Raise :class:`TrainingError` when a trainable weight holds NaN or inf (never checkpoint it)."""
+    for variable in model.trainable_variables:
+        if not np.all(np.isfinite(np.asarray(variable.numpy(), dtype=np.float32))):
+            raise TrainingError(f"weight {variable.path} became non-finite; the last good checkpoint is kept, "
+                                "lower --lr and resume with --resume")
+
+
+class CheckpointManager:
+    """Save, find, restore and prune the checkpoints of one run folder.
+
+    Args:
+        run_dir: the run folder (checkpoints go to ``run_dir/checkpoints``).
+        keep: how many of the newest checkpoints to keep (older ones are deleted after a save).
+    """
+
+    def __init__(self, run_dir, keep: int = DEFAULT_KEEP):
+        self.run_dir = Path(run_dir)
+        self.folder = run_folder.checkpoint_dir(self.run_dir)
+        self.keep = max(1, int(keep))
+
+    # ------------------------------------------------------------------ saving
+    def save(self, model, state: dict) -> Path:
+        """Write the checkpoint of ``state["global_step"]``; returns its state file.
+
+        ``state`` is JSON-ready: ``epoch`` (1-based), ``step_in_epoch``, ``global_step``,
+        ``history`` and whatever else the trainer keeps. Raises :class:`TrainingError` (and writes
+        nothing) when a trainable weight is not finite.
+        """
+        check_finite_weights(model)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        step = int(state["global_step"])
+        weights, state_path = run_folder.checkpoint_paths(self.run_dir, step)
+        # A state file of this step from an abandoned branch of the run must go first.
+        if state_path.exists():
+            state_path.unlink()
+
+        temp = _temporary(self.folder, weights)
+        try:
+            model.save_weights(str(temp))
+            _fsync_file(temp)
+            os.replace(temp, weights)
+        finally:
+            if temp.exists():
+                temp.unlink()
+
+        record = dict(state)
+        record.update({
+            "format": FORMAT,
+            "weights_file": weights.name,
+            "optimizer_iterations": _iterations(model),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        run_folder.atomic_write_json(state_path, record)
+        _fsync_dir(self.folder)
+        self.prune()
+        return state_path
+
+    # ----------------------------------------------------------------- finding
+    def steps(self) -> list[int]:
+        """Global steps of the complete checkpoints (state file present), ascending."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in self.folder.glob("ckpt-*.state.json"):
+            step = _step_of(path.name)
+            if step is not None and run_folder.checkpoint_paths(self.run_dir, step)[0].is_file():
+                found.append(step)
+        return sorted(found)
+
+    def latest(self) -> dict | None:
+        """The state dict of the newest complete checkpoint (with ``"state_path"``), or None."""
+        steps = self.steps()
+        if not steps:
+            return None
+        path = run_folder.checkpoint_paths(self.run_dir, steps[-1])[1]
+        try:
+            state = run_folder.read_json(path)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"checkpoint state {path} cannot be read ({error}); delete it to "
+                                  "resume from the previous checkpoint") from None
+        if state.get("format") != FORMAT:
+            raise CheckpointError(f"checkpoint {path} has format {state.get('format')!r}, expected "
+                                  f"{FORMAT!r}; it was not written by this version of mpanet-tf")
+        state["state_path"] = str(path)
+        return state
+
+    # --------------------------------------------------------------- restoring
+    def restore(self, model, state: dict) -> None:
+        """Load the weights and optimizer variables of ``state`` (from :meth:`latest`) into
+        ``model``, whose optimizer must be built.
+
+        Raises:
+            CheckpointError: the weights file is missing or does not match the model.
+        """
+        weights, _ = run_folder.checkpoint_paths(self.run_dir, int(state["global_step"]))
+        if not weights.is_file():
+            raise CheckpointError(f"checkpoint file {weights} is missing; delete {state['state_path']} "
+                                  "to resume from the previous checkpoint")
+        try:
+            model.load_weights(str(weights))
+        except (ValueError, KeyError, OSError) as error:
+            raise CheckpointError(f"{weights} does not match the model ({str(error).splitlines()[0][:120]}); "
+                                  "resume with the config.json of that run") from None
+        expected = state.get("optimizer_iterations")
+        if expected is not None and _iterations(model) != int(expected):
+            raise CheckpointError(f"the optimizer state of {weights} was not restored (iterations {_iterations(model)}, "
+                                  f"expected {expected}); resume with the same --mixed-precision as the run")
+
+    # ---------------------------------------------------------------- clean-up
+    def prune(self) -> None:
+        """Delete all but the newest ``keep`` checkpoints (state file first, so none is ever
+        seen half-deleted)."""
+        for step in self.steps()[:-self.keep]:
+            weights, state = run_folder.checkpoint_paths(self.run_dir, step)
+            for path in (state, weights):
+                if path.exists():
+                    path.unlink()
+
+    def remove_incomplete(self) -> list[str]:
+        """Delete temporary files of interrupted saves and files of checkpoints without a state
+        file; returns the names removed."""
+        if not self.folder.is_dir():
+            return []
+        complete = set(self.steps())
+        removed = []
+        for path in self.folder.iterdir():
+            step = _step_of(path.name) if path.name.startswith("ckpt-") else None
+            if path.name.startswith(TEMP_PREFIX) or (path.name.startswith(".") and path.name.endswith(".tmp")) \
+                    or (step is not None and step not in complete):
+                path.unlink()
+                removed.append(path.name)
+        return removed

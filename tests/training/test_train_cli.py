@@ -1,0 +1,143 @@
+"""`mpanet-tf train` start-up: options, refusals and errors that leave the run folder untouched."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mpanet_tf.cli.main import cli
+from mpanet_tf.config import MPANetConfig
+from mpanet_tf.errors import ConfigError
+from mpanet_tf.training.setup import merge_resume_config
+from mpanet_tf.training.strategy import check_replica_layout, is_chief, make_strategy
+from tests.training.support import train_args
+
+
+def run(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def test_every_option_has_help():
+    command = cli.commands["train"]
+    options = [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]
+    missing = [p.name for p in options if not (p.help or "").strip()]
+    assert not missing
+    names = {p.name for p in options}
+    for wanted in ("dataset", "data_root", "trial", "output", "epochs", "image_size", "batch_ids", "images_per_id",
+                   "lr", "weight_decay", "milestones", "seed", "steps_per_epoch", "backbone_weights", "strategy",
+                   "mixed_precision", "jit", "save_every_steps", "eval_every", "resume", "force", "repeat",
+                   "skip_bad_images", "cache", "ablation", "pad_fill", "weight_sep", "weight_sid", "weight_kl",
+                   "margin", "update_rate", "single_modality_ce", "verbose", "quiet"):
+        assert wanted in names, wanted
+    assert "--resume" in run(["train", "--help"]).output
+
+
+def test_refuses_a_non_empty_output(sysu_root, tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    result = run(train_args(sysu_root, output))
+    assert result.exit_code == 2
+    assert "--resume" in one_error_line(result) and "--force" in result.output
+    assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]
+    # --force clears only what a run writes; a foreign file makes it refuse too.
+    result = run(train_args(sysu_root, output, "--force"))
+    assert result.exit_code == 2 and "notes.txt" in one_error_line(result)
+
+
+def test_offline_imagenet_weights_fail_before_anything_is_written(sysu_root, tmp_path, monkeypatch):
+    from mpanet_tf.interop import imagenet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("MPANET_TF_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(imagenet, "_download", offline)
+    output = tmp_path / "run"
+    args = train_args(sysu_root, output)
+    args[args.index("--backbone-weights") + 1] = "imagenet"
+    result = run(args)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "resnet50-19c8e357.pth" in line and "name resolution" in line
+    assert not output.exists()
+
+
+def test_resume_refuses_a_changed_hyperparameter(sysu_root, tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    config = MPANetConfig.preset("sysu")
+    config.data.data_root = str(sysu_root)
+    (output / "config.json").write_text(config.to_json())
+    before = sorted(p.name for p in output.iterdir())
+    result = run(["train", "--output", str(output), "--resume", "--lr", "0.001"])
+    assert result.exit_code == 2
+    assert "train.lr" in one_error_line(result)
+    assert sorted(p.name for p in output.iterdir()) == before
+    result = run(["train", "--output", str(output), "--resume", "--force"])
+    assert result.exit_code == 2 and "exclude" in one_error_line(result)
+
+
+def test_merge_resume_config_takes_run_control_fields_only():
+    saved = MPANetConfig.preset("sysu")
+    wanted = MPANetConfig.from_dict(saved.to_dict())
+    wanted.train.epochs, wanted.train.eval_every, wanted.data.data_root = 150, 5, "/elsewhere"
+    merged = merge_resume_config(saved, wanted)
+    assert (merged.train.epochs, merged.train.eval_every, merged.data.data_root) == (150, 5, "/elsewhere")
+    wanted.loss.margin = 0.3
+    with pytest.raises(ConfigError, match="loss.margin"):
+        merge_resume_config(saved, wanted)
+
+
+def test_new_run_needs_a_dataset(tmp_path):
+    result = run(["train", "--output", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--dataset" in one_error_line(result)
+
+
+def test_batch_must_split_into_whole_identity_blocks_per_replica():
+    check_replica_layout(16, 8, 2)
+    with pytest.raises(ConfigError, match="--batch-ids 3 is not a multiple of the 2 replicas"):
+        check_replica_layout(3, 4, 2)
+
+
+def test_multi_worker_needs_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        make_strategy("multi-worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON"):
+        make_strategy("multi-worker")
+
+
+@pytest.mark.parametrize("cluster, task, chief", [
+    ({"worker": ["a:1", "b:2"]}, {"type": "worker", "index": 0}, True),
+    ({"worker": ["a:1", "b:2"]}, {"type": "worker", "index": 1}, False),
+    ({"chief": ["c:0"], "worker": ["a:1"]}, {"type": "worker", "index": 0}, False),
+    ({"chief": ["c:0"], "worker": ["a:1"]}, {"type": "chief", "index": 0}, True),
+])
+def test_only_the_chief_writes(monkeypatch, cluster, task, chief):
+    class Extended:
+        @staticmethod
+        def _in_multi_worker_mode():
+            return True
+
+    class FakeMultiWorker:
+        extended = Extended()
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    assert is_chief(FakeMultiWorker()) is chief
+    assert is_chief(None) is True  # not multi-worker: the only process writes
