@@ -58,13 +58,7 @@ def cli():
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"mpanet_tf.cli.{_name}")
-    except ModuleNotFoundError as _error:
-        if _error.name != f"mpanet_tf.cli.{_name}":
-            raise
-        continue
-    _module.register(cli)
+    importlib.import_module(f"mpanet_tf.cli.{_name}").register(cli)
 
 
 def main(argv=None):
