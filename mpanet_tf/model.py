@@ -289,8 +289,8 @@ def build_model(config=None, num_classes=395) -> MPANet:
 
 
 def load_model(path) -> MPANet:
-    """Load a model from a ``.keras`` file or a run folder (final ``model.keras``, else the newest
-    checkpoint with the run's ``config.json``).
+    """Load a model from a ``.keras`` file or a run folder (its final ``model.keras``, or the
+    newest checkpoint with the run's ``config.json`` when that is newer or there is no final model).
 
     Raises:
         CheckpointError: nothing loadable at ``path``.
@@ -303,10 +303,12 @@ def load_model(path) -> MPANet:
                               "`mpanet-tf train` or a .keras file")
     if path.is_dir():
         final = path / run_folder.FINAL_MODEL
-        if final.is_file():
+        latest = run_folder.latest_checkpoint(path) if run_folder.is_run_folder(path) else None
+        # A run resumed after it finished (or an imported run being fine-tuned) has checkpoints
+        # newer than its model.keras: the newest weights win.
+        if final.is_file() and (latest is None or final.stat().st_mtime >= latest[1].stat().st_mtime):
             return keras.saving.load_model(final, compile=False)
-        latest = run_folder.latest_checkpoint(path)
-        if latest is not None and run_folder.is_run_folder(path):
+        if latest is not None:
             config = MPANetConfig.from_json_file(path / run_folder.CONFIG_FILE)
             meta = run_folder.read_json(path / run_folder.RUN_FILE)
             model = build_model(config, meta["num_classes"])

@@ -136,3 +136,27 @@ def test_ablations_build(ablation, dim, mams):
     assert np.isfinite(float(terms["total"]))
     if not config.loss.use_ml:
         assert float(terms["kl"]) == 0.0 and model.visible_classifier is None
+
+
+def test_run_folder_loads_the_newest_weights(tmp_path):
+    """A run folder's model.keras is used unless a checkpoint is newer (a finished run resumed for
+    more epochs, or an imported run being fine-tuned)."""
+    import os
+
+    from mpanet_tf import run_folder
+    from mpanet_tf.training.checkpoints import CheckpointManager
+
+    config = small_config()
+    first, second = build_model(config, num_classes=3), build_model(config, num_classes=3)
+    run_folder.atomic_write_json(tmp_path / run_folder.CONFIG_FILE, config.to_dict())
+    run_folder.atomic_write_json(tmp_path / run_folder.RUN_FILE, {"num_classes": 3})
+    images = batch(7)[0][:2]
+    first.save(tmp_path / run_folder.FINAL_MODEL)
+    state = CheckpointManager(tmp_path).save(second, {"epoch": 1, "step_in_epoch": 0, "global_step": 1,
+                                                      "history": []})
+    os.utime(tmp_path / run_folder.FINAL_MODEL, (1, 1))  # the final model is older
+    np.testing.assert_array_equal(load_model(tmp_path).embed(images), second.embed(images))
+    os.utime(state, (1, 1))
+    os.utime(tmp_path / run_folder.FINAL_MODEL, None)  # now the final model is newer
+    np.testing.assert_array_equal(load_model(tmp_path).embed(images), first.embed(images))
+    assert oct(os.stat(tmp_path / run_folder.CONFIG_FILE).st_mode & 0o777) != oct(0o600)
