@@ -54,6 +54,21 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
+def atomic_save_model(model, path) -> None:
+    """``model.save`` to a temporary ``.keras`` file in the same folder, then rename to ``path``;
+    a failure (or Ctrl-C) part-way leaves neither ``path`` nor the temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        model.save(str(temp))
+        os.replace(temp, path)
+    except BaseException:
+        if temp.exists():
+            temp.unlink()
+        raise
+
+
 def atomic_write_json(path, obj) -> None:
     """JSON-dump ``obj`` to ``path`` atomically (sorted keys, 2-space indent)."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))

@@ -15,6 +15,10 @@ import numpy as np
 
 from mpanet_tf.errors import BadImageError
 
+#: The reason given for a file whose bytes do not decode (TensorFlow's own message names its
+#: kernel and device, not the problem).
+UNDECODABLE = "truncated or not an image"
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The ImageNet mean colour in [0, 255]: the value that is 0 after normalisation.
@@ -65,9 +69,9 @@ def load_image(path, size) -> np.ndarray:
     try:
         image = decode_image_tensor(tf.constant(data))
         return resize_image_tensor(image, size).numpy()
-    except (tf.errors.InvalidArgumentError, ValueError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else "undecodable"
-        raise BadImageError(path, detail[:120]) from None
+    except (tf.errors.InvalidArgumentError, ValueError):
+        # TensorFlow's message names its kernel and device, not the file: say what it means.
+        raise BadImageError(path, UNDECODABLE) from None
 
 
 def check_image(path) -> str | None:

@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from mpanet_tf.data.augment import augment
 from mpanet_tf.data.cache import ImageCache, open_cache
-from mpanet_tf.data.images import decode_image_tensor, load_image, resize_image_tensor
+from mpanet_tf.data.images import UNDECODABLE, decode_image_tensor, load_image, resize_image_tensor
 from mpanet_tf.errors import BadImageError, ConfigError
 
 #: Errors a broken or missing image file raises inside tf.data.
@@ -183,7 +183,7 @@ def locate_bad_image(records, candidates=None, progress=False):
             except BadImageError as error:
                 return error
     bad = find_bad_images(records, progress=progress)
-    return BadImageError(bad[0], "undecodable") if bad else None
+    return BadImageError(bad[0], UNDECODABLE) if bad else None
 
 
 def iterate_checked(dataset, records, sampler=None, epoch=None, start_step=0):

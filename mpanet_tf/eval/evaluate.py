@@ -194,7 +194,7 @@ def extract_job_features(job: ModelJob, options: EvalOptions, log: Callable = pr
         query, gallery = dataset.test_thermal(), dataset.test_visible()
     log(f"extracting features of {len(query)} query and {len(gallery)} gallery images with {embedder.source}")
     return extract_feature_set(embedder, query, gallery, embedder.image_size, options.batch_size,
-                               progress=options.progress, skip_bad_images=options.skip_bad_images)
+                               progress=options.progress, skip_bad_images=options.skip_bad_images, log=log)
 
 
 def check_sysu_features(features, source) -> None:

@@ -102,8 +102,16 @@ def save_features(path, features: FeatureSet) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with open(path, "wb") as handle:  # an open handle keeps numpy from appending ".npz"
-        np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)})
+    # Written under a temporary name and renamed: a failure never leaves half a file at ``path``.
+    temp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        with open(temp, "wb") as handle:  # an open handle keeps numpy from appending ".npz"
+            np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)})
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
 
 
 def load_features(path) -> FeatureSet:
@@ -221,17 +229,21 @@ def extract_features(embed_fn, records, image_size, batch_size: int = 64, progre
 
 
 def extract_feature_set(embed_fn, query_records, gallery_records, image_size, batch_size: int = 64,
-                        progress: bool = True, skip_bad_images: bool = False) -> FeatureSet:
-    """Embed query and gallery records into a :class:`FeatureSet` (skipped images are left out)."""
+                        progress: bool = True, skip_bad_images: bool = False, log=None) -> FeatureSet:
+    """Embed query and gallery records into a :class:`FeatureSet` (skipped images are left out).
+
+    With ``skip_bad_images`` each side that lost images is reported in one line, "skipped N
+    undecodable query images (first: PATH)", through ``log(str)`` (default: a warning).
+    """
     sides = []
-    for records in (query_records, gallery_records):
+    for side, records in (("query", query_records), ("gallery", gallery_records)):
         result = extract_features(embed_fn, records, image_size, batch_size, progress, skip_bad_images)
         if skip_bad_images:
             features, skipped = result
             dropped = set(skipped)
             if dropped:
-                first = records[min(dropped)]
-                warnings.warn(f"skipped {len(dropped)} undecodable images, the first {_paths_of([first])[0]}")
+                first = _paths_of([records[min(dropped)]])[0]
+                (log or warnings.warn)(f"skipped {len(dropped)} undecodable {side} images (first: {first})")
             records = [r for i, r in enumerate(records) if i not in dropped]
         else:
             features = result

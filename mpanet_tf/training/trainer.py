@@ -21,7 +21,6 @@ progress bar shows every loss term. Around it:
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -206,9 +205,7 @@ def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool
             raise
 
         final = write_dir / run_folder.FINAL_MODEL
-        temp = write_dir / f".tmp-{os.getpid()}-{run_folder.FINAL_MODEL}"
-        model.save(str(temp))
-        os.replace(temp, final)
+        run_folder.atomic_save_model(model, final)
         meta.update(status="finished", global_step=progress.global_step, epochs_completed=len(progress.history),
                     finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     evaluation=None if evaluation is None else evaluation["results"])
