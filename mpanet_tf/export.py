@@ -23,8 +23,9 @@ output in inference mode, not L2-normalised, facts §1.5):
 - ``serve_encoded``: ``image_bytes`` string (N,), JPEG/PNG/BMP/GIF file contents, decoded with
   :func:`mpanet_tf.data.images.decode_image_tensor` (3 channels) and resized the same way.
 
-Only the weights the embedding reads (backbone with its MAMs, PAM, BN neck) are saved, once
-each (see :func:`build_export_archive`); the classifiers are training-only and are left out. The SavedModel needs only TensorFlow to load
+Only the weights the embedding reads are saved, once each (see :func:`build_export_archive`): the
+BN-folded backbone (:mod:`mpanet_tf.inference`: conv kernels and biases) with its MAMs, PAM and the
+BN neck; the classifiers are training-only and are left out. The SavedModel needs only TensorFlow to load
 (``tf.saved_model.load``), not mpanet_tf or Keras.
 
 Every export is written into a staging folder next to its target and renamed into place at the
@@ -91,6 +92,10 @@ def read_export_info(folder) -> dict:
 def serving_functions(model):
     """The two serving functions of the SavedModel (not yet traced).
 
+    They run :func:`mpanet_tf.inference.fold_batch_norms` of ``model`` (a snapshot of its weights,
+    the backbone BatchNorms folded into the convolutions), the graph the evaluation of an exported
+    run folder uses too (:func:`mpanet_tf.eval.embedder.load_embedder`).
+
     Returns:
         dict name -> (fn, input_signature) with ``serving_default``: images uint8 (N, H, W, 3) ->
         {"embeddings": (N, D) float32} and ``serve_encoded``: image_bytes string (N,) -> the same.
@@ -99,10 +104,13 @@ def serving_functions(model):
 
     from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
 
+    from mpanet_tf.inference import fold_batch_norms
+
     size = tuple(int(s) for s in model.image_size)
+    network = fold_batch_norms(model)
 
     def embed(resized):
-        return {EMBEDDINGS: tf.cast(model(resized, training=False), tf.float32)}
+        return {EMBEDDINGS: tf.cast(network(resized, training=False), tf.float32)}
 
     def serve_images(images):
         return embed(resize_image_tensor(images, size))

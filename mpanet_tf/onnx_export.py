@@ -33,15 +33,20 @@ def input_description(model) -> str:
 
 
 def embedding_function(model):
-    """A tf.function images float32 (N, H, W, 3) at the model size -> {"embeddings": (N, D)}."""
+    """A tf.function images float32 (N, H, W, 3) at the model size -> {"embeddings": (N, D)}, through
+    the BN-folded graph (:func:`mpanet_tf.inference.fold_batch_norms`, as the SavedModel and the
+    evaluation of a run folder)."""
     import tensorflow as tf
 
+    from mpanet_tf.inference import fold_batch_norms
+
     height, width = (int(s) for s in model.image_size)
+    network = fold_batch_norms(model)
 
     @tf.function(input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME)],
                  autograph=False)
     def embed(images):
-        return {OUTPUT_NAME: tf.cast(model(images, training=False), tf.float32)}
+        return {OUTPUT_NAME: tf.cast(network(images, training=False), tf.float32)}
 
     return embed
 

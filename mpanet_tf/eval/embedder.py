@@ -2,7 +2,9 @@
 
 :func:`load_embedder` opens
 
-- an in-memory :class:`~mpanet_tf.model.MPANet`, a run folder or a ``.keras`` file: ``model.embed``
+- an in-memory :class:`~mpanet_tf.model.MPANet`: ``model.embed``; a run folder or a ``.keras``
+  file: the same embedding through the inference graph with the backbone BatchNorms folded into
+  the convolutions (:func:`mpanet_tf.inference.embedding_function`, built once at load time); both
   on images resized by the evaluation path (facts §1.5: the BN-neck output, no flip, no L2
   normalisation);
 - an exported SavedModel folder (``saved_model.pb``, or TF Serving's layout with version
@@ -111,7 +113,10 @@ def load_embedder(model) -> Embedder:
         onnx = _latest_onnx(path)
         if onnx is not None:
             return _onnx_embedder(onnx)
+    from mpanet_tf.inference import embedding_function
     from mpanet_tf.model import load_model
 
     loaded = load_model(path)
-    return Embedder(loaded.embed, loaded.image_size, "keras", path)
+    # a loaded artifact's weights never change: embed through the BN-folded graph (same numbers up
+    # to float rounding, ~8% less CPU time, benchmarks/RESULTS_inference.md)
+    return Embedder(embedding_function(loaded), loaded.image_size, "keras", path)

@@ -1,5 +1,6 @@
 """ONNX export: file layout, opset, input/output names and shapes, parity with the Keras model under
-ONNX Runtime (max |difference| <= 1e-4 on real image files), search through the ONNX file.
+ONNX Runtime (max |difference| <= 1e-5 of the embedding scale on real image files), search through
+the ONNX file.
 
 One tiny model (64x32 input) is converted once per module through the CLI (the slow part).
 """
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from mpanet_tf.cli.main import cli
-from tests.export.test_savedmodel import TINY_SIZE, eval_path_embeddings, write_images, write_tiny_run
+from tests.export.test_savedmodel import TINY_SIZE, artifact_embeddings, write_images, write_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +61,19 @@ def test_onnx_runtime_matches_keras_on_image_files(converted):
 
     model, images = converted["model"], converted["images"]
     batch = np.stack([load_image(p, model.image_size) for p in images])
-    expected = eval_path_embeddings(model, images)
+    expected = artifact_embeddings(model, images)  # the folded graph the file was converted from
     got = onnx_embedder(onnx_session(converted["onnx"]))(batch)
     assert got.shape == expected.shape == (len(images), 14336)
-    assert np.abs(got - expected).max() <= 1e-4
+    # float32 rounding of a 50-conv network, relative to the embedding scale (~30 here): TF and
+    # ONNX Runtime differ by ~5e-6 of it (up to ~1.4e-4 absolute on random images), and TF differs
+    # as much from itself across batch sizes or graph vs eager (tests/test_inference.py)
+    scale = np.abs(expected).max()
+    assert np.abs(got - expected).max() <= 1e-5 * scale
+    assert np.linalg.norm(got - expected) <= 1e-5 * np.linalg.norm(expected)
     # a single image too (dynamic batch axis)
-    np.testing.assert_allclose(onnx_embedder(onnx_session(converted["onnx"]))(batch[:1]),
-                               eval_path_embeddings(model, images[:1]), rtol=0, atol=1e-4)
+    single = artifact_embeddings(model, images[:1])
+    np.testing.assert_allclose(onnx_embedder(onnx_session(converted["onnx"]))(batch[:1]), single, rtol=0,
+                               atol=1e-5 * np.abs(single).max())
 
 
 def test_search_with_the_onnx_export(converted):

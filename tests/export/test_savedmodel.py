@@ -81,6 +81,17 @@ def eval_path_embeddings(model, paths) -> np.ndarray:
     return model.embed(np.stack([load_image(p, model.image_size) for p in paths]))
 
 
+def artifact_embeddings(model, paths) -> np.ndarray:
+    """What evaluating the exported run folder computes (``load_embedder(run)``: the BN-folded
+    graph of :mod:`mpanet_tf.inference`, the graph the exports hold too), at the same batch
+    composition. It equals :func:`eval_path_embeddings` up to float rounding
+    (tests/test_inference.py)."""
+    from mpanet_tf.data.images import load_image
+    from mpanet_tf.inference import embedding_function
+
+    return embedding_function(model)(np.stack([load_image(p, model.image_size) for p in paths]))
+
+
 # ------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -169,8 +180,15 @@ def test_savedmodel_stores_each_embedding_weight_once(exported):
     model = exported["model"]
     reader = tf.train.load_checkpoint(str(exported["output"] / "1" / "variables" / "variables"))
     stored = [shape for key, shape in reader.get_variable_to_shape_map().items() if key.endswith("VARIABLE_VALUE")]
-    layers = [model.backbone, model.pam, model.bn_neck]  # the classifiers are not needed to serve
-    expected = sorted(tuple(v.shape) for layer in layers for v in layer.weights)
+    # the classifiers are not needed to serve; the backbone's BNs are folded into its convs (one
+    # kernel and one bias per conv), MAMs, PAM and the BN neck are stored as they are
+    import keras
+
+    convs = [layer for layer in model.backbone.layers if isinstance(layer, keras.layers.Conv2D)]
+    mams = [layer for layer in model.backbone.layers if layer.name.startswith("MAM")]
+    expected = [tuple(conv.kernel.shape) for conv in convs] + [(conv.filters,) for conv in convs]
+    expected = sorted(expected + [tuple(v.shape) for layer in [*mams, model.pam, model.bn_neck]
+                                  for v in layer.weights])
     assert sorted(tuple(shape) for shape in stored) == expected
 
 
@@ -188,7 +206,7 @@ def test_savedmodel_loads_without_mpanet_tf(served):
 
 
 def test_serve_encoded_matches_the_evaluation_path(exported, served):
-    expected = eval_path_embeddings(exported["model"], exported["images"])
+    expected = artifact_embeddings(exported["model"], exported["images"])
     assert expected.shape == (len(exported["images"]), 14336)
     np.testing.assert_allclose(served["arrays"]["encoded"], expected, rtol=0, atol=1e-5)
 
@@ -196,10 +214,10 @@ def test_serve_encoded_matches_the_evaluation_path(exported, served):
 def test_serving_default_matches_the_evaluation_path(exported, served):
     model, images = exported["model"], exported["images"]
     # one picture per call, each of its own size
-    expected = np.concatenate([eval_path_embeddings(model, [path]) for path in images])
+    expected = np.concatenate([artifact_embeddings(model, [path]) for path in images])
     np.testing.assert_allclose(served["arrays"]["single"], expected, rtol=0, atol=1e-5)
     # one batch of the two 64x32 pictures (indices 2 and 4)
-    expected = eval_path_embeddings(model, [images[2], images[4]])
+    expected = artifact_embeddings(model, [images[2], images[4]])
     np.testing.assert_allclose(served["arrays"]["batched"], expected, rtol=0, atol=1e-5)
 
 
