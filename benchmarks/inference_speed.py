@@ -9,7 +9,7 @@ machine). Each variant also reports its embeddings' difference from the float32 
 
     python benchmarks/inference_speed.py [--batch 32] [--variants ...] [--inter-op N] [--intra-op N]
 
-Results and the machine go to benchmarks/RESULTS_inference.md.
+Results and the machine go to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

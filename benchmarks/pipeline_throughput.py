@@ -6,7 +6,7 @@ folder, builds the sampler and ``build_train_dataset`` at 384x128 with the full 
 
     python benchmarks/pipeline_throughput.py [--images 2000] [--size 384x128] [--epochs 2]
 
-Results go to benchmarks/RESULTS_pipeline.md with the machine named (``nproc``, ``lscpu``).
+Results go to benchmarks/RESULTS.md with the machine named (``nproc``, ``lscpu``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ max |ONNX - SavedModel| on the same random batch (the full-size parity check).
 
 Usage::
 
-    python benchmarks/serving_latency.py --repeats 20 --output benchmarks/RESULTS_serving.md
+    python benchmarks/serving_latency.py --repeats 20 --output serving.md   # then paste into benchmarks/RESULTS.md
     nice -n 19 python benchmarks/serving_latency.py        # on a shared machine
 
 The Markdown written to ``--output`` names the machine (``nproc``, ``lscpu | head -15``, load).

@@ -11,7 +11,7 @@ at 384x128 NCHW float32: inference (``eval()``, ``inference_mode``) on ``--batch
 SGD train step (forward, mean of the 2048-d pooled feature as a stand-in loss, backward, step) on
 ``--train-batch`` images. MAM, PAM and the heads are left out: they cost < 2% of the FLOPs. Prints
 images/s and images per CPU-second (this process, all threads) over ``--repeats`` timed calls after
-2 warm-up calls. Results go to benchmarks/RESULTS_inference.md.
+2 warm-up calls. Results go to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

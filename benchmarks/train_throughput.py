@@ -13,7 +13,7 @@ the throughput on an idle machine.
     python benchmarks/train_throughput.py [--batches 8,16] [--modes fp32,jit,bf16] [--steps 5]
 
 Defaults: batches 8,16 on CPU, 8..128 on a GPU; modes fp32, jit, bf16 (+ fp16 on a GPU: CPUs have no
-fast float16 kernels). Results and the machine go to benchmarks/RESULTS_train.md.
+fast float16 kernels). Results and the machine go to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
