@@ -25,10 +25,9 @@ from mpanet_tf.config import PRESETS, parse_image_size
 def prepare(dataset, data_root, trial, image_size, cache_dir, skip_bad_images, no_progress):
     """Write decoded, resized uint8 training images to one images.npy + index.json.
 
-    Training with the config's data.cache set to this folder then reads rows from the
-    memory-mapped file instead of decoding JPEGs every epoch; augmentation is unchanged. Cached pixels are rounded to whole grey
-    levels, so they differ from decoding by at most 0.5. A cache whose source files changed is
-    refused; rerun this command.
+    `mpanet-tf train --cache DIR` then reads rows from the memory-mapped file instead of
+    decoding JPEGs every epoch, with the same pixels and the same augmentation. A cache whose
+    source files changed is refused; rerun this command.
     """
     import json
 

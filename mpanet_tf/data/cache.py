@@ -6,9 +6,8 @@ Decoding tens of thousands of JPEGs every epoch can starve an accelerator. ``mpa
 rounds to uint8 and stores the rows in a ``.npy`` file that the training pipeline memory-maps
 (:func:`open_cache`). The augmentations are applied afterwards, identically on both paths.
 
-Rounding: the uncached pipeline feeds the float32 result of the resize, the cached one the same
-value rounded to uint8, so the two differ by at most 0.5 grey levels per pixel before
-augmentation (tested to agree within 1).
+Rounding: the resize already rounds to whole grey levels (as the authors' PIL resize returns
+uint8), so the cached and the decoded pipelines give identical pixels (tested).
 
 Layout of ``cache_dir``::
 

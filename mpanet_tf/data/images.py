@@ -44,12 +44,17 @@ def decode_image_tensor(data):
 
 
 def resize_image_tensor(image, size):
-    """uint8 or float (H, W, 3) or (B, H, W, 3) -> float32 at ``size`` = (h, w), values in [0, 255]."""
+    """uint8 or float (H, W, 3) or (B, H, W, 3) -> float32 at ``size`` = (h, w), whole values in
+    [0, 255].
+
+    Rounded to whole grey levels because the authors' PIL resize returns uint8 before
+    ``ToTensor`` (facts §3.3); this also makes the decoded path equal the uint8 cache.
+    """
     import tensorflow as tf
 
     image = tf.cast(image, tf.float32)
     resized = tf.image.resize(image, size, method="bilinear", antialias=True)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    return tf.round(tf.clip_by_value(resized, 0.0, 255.0))
 
 
 def load_image(path, size) -> np.ndarray:
