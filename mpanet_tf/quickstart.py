@@ -31,7 +31,7 @@ class QuickstartOptions:
     images_per_camera: int = 4
     image_height: int = 96
     image_width: int = 48
-    epochs: int = 8
+    epochs: int = 12
     steps_per_epoch: int = 0
     batch_ids: int = 4
     images_per_id: int = 4
@@ -62,6 +62,8 @@ def quickstart_config(options: QuickstartOptions) -> MPANetConfig:
 
 def run_quickstart(options: QuickstartOptions | None = None, log=print) -> dict:
     """Run the four steps; returns {"untrained": result, "trained": result, "export": path}."""
+    import keras
+
     from mpanet_tf import build_model, load_model
     from mpanet_tf.data.synthetic import generate_sysu
     from mpanet_tf.data.sysu import SYSUDataset
@@ -82,6 +84,8 @@ def run_quickstart(options: QuickstartOptions | None = None, log=print) -> dict:
     log("[2/4] training from random initialisation on the CPU "
         f"({options.epochs} epochs, batch "
         f"{options.batch_ids}x{options.images_per_id}, {options.image_height}x{options.image_width})")
+    # The trainer seeds its initialisation the same way: the untrained model is the run's start.
+    keras.utils.set_random_seed(options.seed)
     untrained = build_model(config, num_classes=len(dataset.train_ids))
     before = evaluate_model(untrained, dataset, config, log=log)["results"][0]
     train(config, options.output, force=True, verbose=1, final_eval=False)
@@ -93,7 +97,7 @@ def run_quickstart(options: QuickstartOptions | None = None, log=print) -> dict:
     written = export_model(options.output, options.export_dir, formats=("savedmodel",), version=1, force=True)
 
     log("")
-    log("untrained model (same architecture, random initialisation):")
+    log("untrained model (the run's initial weights):")
     log(format_table(before))
     log(f"after {options.epochs} epochs of training:")
     log(format_table(after))
