@@ -26,24 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf.data.records import IMAGE_SUFFIXES
+from mpanet_tf.data.records import IMAGE_SUFFIXES, is_image_name
 from mpanet_tf.errors import BadImageError, DatasetError
 from mpanet_tf.eval.embedder import Embedder, load_embedder
 
 
-
-def find_images(folder) -> list[Path]:
-    """Every ``.jpg/.jpeg/.png/.bmp`` file under ``folder`` (recursive, any case), sorted.
+def find_images(folder, what: str = "gallery") -> list[Path]:
+    """Every image file under ``folder`` (recursive; .jpg/.jpeg/.png/.bmp in any case, hidden files
+    skipped, as the dataset readers count them), sorted.
 
     Raises:
         DatasetError: ``folder`` is not a folder or holds no image.
     """
-    folder = Path(folder)
+    folder = Path(os.path.expanduser(os.fspath(folder)))
     if not folder.is_dir():
-        raise DatasetError(f"gallery folder {folder} does not exist or is not a folder; pass --gallery DIR")
-    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        raise DatasetError(f"{what} folder {folder} does not exist or is not a folder; pass a folder of images")
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
     if not images:
-        raise DatasetError(f"gallery folder {folder} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} "
+        raise DatasetError(f"{what} folder {folder} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} "
                            "image (searched recursively)")
     return images
 

@@ -180,6 +180,17 @@ def load_permutations(options: EvalOptions):
                            "which is not comparable with the paper)") from None
 
 
+def test_split(dataset) -> tuple[list, list]:
+    """(query, gallery) records whose features every protocol of the dataset reads: SYSU's infrared
+    test images and the whole visible pool of the test ids (all cameras); RegDB's thermal and
+    visible test images (the i2v roles; v2i swaps them at evaluation)."""
+    from mpanet_tf.data.sysu import SYSUDataset
+
+    if isinstance(dataset, SYSUDataset):
+        return dataset.query_records(), dataset.gallery_records("all")
+    return dataset.test_thermal(), dataset.test_visible()
+
+
 def extract_job_features(job: ModelJob, options: EvalOptions, log: Callable = print):
     """Embed the query set and the whole gallery pool of the job's dataset split."""
     from mpanet_tf.data.records import load_dataset
@@ -188,10 +199,7 @@ def extract_job_features(job: ModelJob, options: EvalOptions, log: Callable = pr
 
     embedder = load_embedder(job.model)
     dataset = load_dataset(options.dataset, options.root(), trial=job.trial or 1)
-    if options.dataset == "sysu":
-        query, gallery = dataset.query_records(), dataset.gallery_records("all")
-    else:
-        query, gallery = dataset.test_thermal(), dataset.test_visible()
+    query, gallery = test_split(dataset)
     log(f"extracting features of {len(query)} query and {len(gallery)} gallery images with {embedder.source}")
     return extract_feature_set(embedder, query, gallery, embedder.image_size, options.batch_size,
                                progress=options.progress, skip_bad_images=options.skip_bad_images, log=log)

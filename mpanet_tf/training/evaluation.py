@@ -24,20 +24,6 @@ from mpanet_tf.eval.report import METRIC_KEYS
 EVAL_BATCH_SIZE = 64  # the authors' test batch (facts §1.5)
 
 
-def make_embed_fn(model, jit: bool = False):
-    """``images (N, H, W, 3) float32 in [0, 255] -> (N, D) float32 numpy``, traced once."""
-    import tensorflow as tf
-
-    height, width = model.image_size
-    spec = tf.TensorSpec([None, height, width, 3], tf.float32)
-
-    @tf.function(input_signature=[spec], jit_compile=bool(jit))
-    def embed(images):
-        return model(images, training=False)
-
-    return lambda images: embed(tf.convert_to_tensor(images, tf.float32)).numpy()
-
-
 def summarize(results: list[dict]) -> dict:
     """The history's ``eval`` entry: the mean of ``results`` over each metric, plus their names."""
     from mpanet_tf.eval.report import setting_name
@@ -58,38 +44,34 @@ def evaluate_model(model, dataset, config, *, final: bool = False, embed_fn=None
         config: the run's :class:`~mpanet_tf.config.MPANetConfig`.
         final: the end-of-training evaluation (all four SYSU settings) instead of the periodic
             one (SYSU all-search single-shot).
-        embed_fn: reuse an embedding function from :func:`make_embed_fn`.
+        embed_fn: reuse an embedding function from
+            :func:`mpanet_tf.inference.embedding_function` (``folded=False``).
 
     Returns:
         ``{"summary": {rank1, rank5, rank10, rank20, mAP, mINP, settings}, "results": [result
         dicts of mpanet_tf.eval.report], "seconds": float}``, or None when the protocol cannot run
         (SYSU without ``rand_perm_cam.mat``).
     """
+    from mpanet_tf.eval.evaluate import EvalOptions, evaluate_features, test_split
     from mpanet_tf.eval.features import extract_feature_set
+    from mpanet_tf.inference import embedding_function
 
     start = time.time()
-    embed_fn = embed_fn or make_embed_fn(model, config.train.jit)
-    size = model.image_size
-    skip = bool(config.data.skip_bad_images)
-    if config.data.dataset == "sysu":
-        from mpanet_tf.eval.sysu_protocol import ALL_SETTINGS, evaluate_sysu_settings
-
-        if not dataset.has_rand_perm:
-            log(f"evaluation skipped: {dataset.rand_perm_path} is missing; download rand_perm_cam.mat from "
-                "the official SYSU-MM01 repository (github.com/wuancong/SYSU-MM01, evaluation/data_split/) "
-                "into the dataset's exp/ folder")
-            return None
-        features = extract_feature_set(embed_fn, dataset.query_records(), dataset.gallery_records("all"), size,
-                                       EVAL_BATCH_SIZE, progress=progress, skip_bad_images=skip)
-        settings = ALL_SETTINGS if final else (("all", 1),)
-        results = evaluate_sysu_settings(features, settings=settings, trials=10, sampling="official",
-                                         perm=dataset)
-        summary = summarize(results[:1])
-    else:
-        from mpanet_tf.eval.regdb_protocol import evaluate_regdb
-
-        features = extract_feature_set(embed_fn, dataset.test_thermal(), dataset.test_visible(), size,
-                                       EVAL_BATCH_SIZE, progress=progress, skip_bad_images=skip)
-        results = [evaluate_regdb(features, direction, trial=config.data.trial) for direction in ("i2v", "v2i")]
-        summary = summarize(results)
+    regdb = config.data.dataset == "regdb"
+    if not regdb and not dataset.has_rand_perm:
+        log(f"evaluation skipped: {dataset.rand_perm_path} is missing; download rand_perm_cam.mat from "
+            "the official SYSU-MM01 repository (github.com/wuancong/SYSU-MM01, evaluation/data_split/) "
+            "into the dataset's exp/ folder")
+        return None
+    # Not folded: the trainer reuses this function across epochs while the weights change.
+    embed_fn = embed_fn or embedding_function(model, folded=False, jit=config.train.jit)
+    query, gallery = test_split(dataset)
+    features = extract_feature_set(embed_fn, query, gallery, model.image_size, EVAL_BATCH_SIZE,
+                                   progress=progress, skip_bad_images=bool(config.data.skip_bad_images))
+    # SYSU: all-search single-shot during training, the paper's four settings at the end (official
+    # sampling, 10 trials); RegDB: both directions on raw BN features, summarised by their mean.
+    options = EvalOptions(dataset=config.data.dataset, all_settings=final or regdb)
+    results = evaluate_features(features, options, perm=None if regdb else dataset,
+                                trial=config.data.trial if regdb else None)
+    summary = summarize(results if regdb else results[:1])
     return {"summary": summary, "results": results, "seconds": time.time() - start}

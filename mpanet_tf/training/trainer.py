@@ -220,7 +220,8 @@ def _train_loop(config, model, strategy, dataset, records, sampler, cache, progr
                 verbose, final_eval, extra_callbacks, log, detail_log):
     """The epochs; returns the final evaluation (or None)."""
     from mpanet_tf.data.pipeline import DECODE_ERRORS, locate_bad_image
-    from mpanet_tf.training.evaluation import evaluate_model, make_embed_fn
+    from mpanet_tf.inference import embedding_function
+    from mpanet_tf.training.evaluation import evaluate_model
 
     train_cfg = config.train
     schedule = EpochSchedule(config)
@@ -285,7 +286,7 @@ def _train_loop(config, model, strategy, dataset, records, sampler, cache, progr
                 last = epoch == train_cfg.epochs
                 due = (final_eval and last) or (train_cfg.eval_every and epoch % train_cfg.eval_every == 0)
                 if due and chief:
-                    embed_fn = embed_fn or make_embed_fn(model, train_cfg.jit)
+                    embed_fn = embed_fn or embedding_function(model, folded=False, jit=train_cfg.jit)
                     result = evaluate_model(model, dataset, config, final=last and final_eval, embed_fn=embed_fn,
                                             log=log)
                     if result is not None:

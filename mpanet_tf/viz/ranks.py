@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf.data.records import ImageRecord, is_image_name, make_record
+from mpanet_tf.data.records import ImageRecord, make_record
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import extract_features
 from mpanet_tf.eval.metrics import l2_normalize, no_junk, pairwise_squared_distance, same_location_junk
@@ -120,13 +120,10 @@ def folder_record(root: Path, path: Path) -> ImageRecord:
 
 def folder_records(folder, what: str) -> list[ImageRecord]:
     """Every image under ``folder`` (recursive, sorted by path) as records; DatasetError when none."""
+    from mpanet_tf.search import find_images
+
     root = Path(os.path.expanduser(os.fspath(folder))).absolute()
-    if not root.is_dir():
-        raise DatasetError(f"{what} folder {root} does not exist or is not a folder; pass a folder of images")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and is_image_name(p.name))
-    if not paths:
-        raise DatasetError(f"{what} folder {root} holds no .jpg/.jpeg/.png/.bmp image; pass a folder of images")
-    return [folder_record(root, p) for p in paths]
+    return [folder_record(root, p) for p in find_images(root, what)]
 
 
 def sysu_sources(data_root, mode: str = "all"):
