@@ -34,7 +34,7 @@ class ImageRecord:
         relpath: path relative to the dataset root, '/'-separated.
         person_id: raw identity id from the dataset.
         camera: SYSU 1..6; RegDB visible 2, thermal 3.
-        infrared: ``camera in (3, 6)``.
+        infrared: ``camera in (3, 6)`` for SYSU-MM01 and RegDB; explicit for LLCM and manifests.
         label: training label 0..N-1 for train records, -1 otherwise.
     """
 
@@ -57,14 +57,18 @@ def is_image_name(name: str) -> bool:
 
 
 def make_record(root: pathlib.Path, relpath: str, person_id: int, camera: int,
-                label: int = -1) -> ImageRecord:
-    """Build a record for ``root/relpath`` (``relpath`` '/'-separated)."""
+                label: int = -1, infrared: bool | None = None) -> ImageRecord:
+    """Build a record for ``root/relpath`` (``relpath`` '/'-separated).
+
+    ``infrared`` defaults to the camera rule (:func:`is_infrared_camera`); readers whose cameras
+    film in both modalities (LLCM, the manifest) pass it explicitly.
+    """
     return ImageRecord(
         path=os.path.join(str(root), *relpath.split("/")),
         relpath=relpath,
         person_id=int(person_id),
         camera=int(camera),
-        infrared=is_infrared_camera(camera),
+        infrared=is_infrared_camera(camera) if infrared is None else bool(infrared),
         label=int(label),
     )
 

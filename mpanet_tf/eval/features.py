@@ -9,8 +9,10 @@ trial and setting. A :class:`FeatureSet` holds the query and the gallery side:
 - RegDB: query = thermal test images (cam 3), gallery = visible test images (cam 2); the V->I
   direction swaps them (:mod:`mpanet_tf.eval.regdb_protocol`).
 
-The ``.npz`` file holds exactly the eight fields of :class:`FeatureSet` (paths relative to the
-dataset root, '/'-separated; ids and cameras as integers).
+The ``.npz`` file holds the eight required fields of :class:`FeatureSet` (paths relative to the
+dataset root, '/'-separated; ids and cameras as integers) and, when known, the two optional
+modality fields :data:`MODALITY_KEYS` (needed by the manifest protocol, whose cameras may film in
+both modalities; files without them still load).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from mpanet_tf.errors import BadImageError, DatasetError
 
 FEATURE_KEYS = ("query_features", "query_ids", "query_cams", "query_paths",
                 "gallery_features", "gallery_ids", "gallery_cams", "gallery_paths")
+#: Optional per-image modality flags (True = infrared), saved and loaded when present.
+MODALITY_KEYS = ("query_infrared", "gallery_infrared")
 
 
 @dataclass
@@ -39,6 +43,8 @@ class FeatureSet:
         gallery_features: (G, D) float32.
         gallery_ids, gallery_cams: (G,) int64.
         gallery_paths: (G,) str.
+        query_infrared, gallery_infrared: optional (Q,) / (G,) bool, True for infrared images;
+            None when unknown (files saved before these fields existed).
     """
 
     query_features: np.ndarray
@@ -49,6 +55,8 @@ class FeatureSet:
     gallery_ids: np.ndarray
     gallery_cams: np.ndarray
     gallery_paths: np.ndarray
+    query_infrared: np.ndarray | None = None
+    gallery_infrared: np.ndarray | None = None
 
     def __post_init__(self):
         for side in ("query", "gallery"):
@@ -57,6 +65,8 @@ class FeatureSet:
             setattr(self, f"{side}_cams", np.asarray(getattr(self, f"{side}_cams"), dtype=np.int64).reshape(-1))
             paths = [str(p).replace("\\", "/") for p in np.asarray(getattr(self, f"{side}_paths")).reshape(-1)]
             setattr(self, f"{side}_paths", np.array(paths, dtype=str))
+            if getattr(self, f"{side}_infrared") is not None:
+                setattr(self, f"{side}_infrared", np.asarray(getattr(self, f"{side}_infrared"), dtype=bool).reshape(-1))
 
     def problem(self) -> str | None:
         """None when the shapes agree, else a short description of the first mismatch."""
@@ -65,9 +75,9 @@ class FeatureSet:
             features = getattr(self, f"{side}_features")
             if features.ndim != 2:
                 return f"{side}_features must be 2-D (N, D), got shape {features.shape}"
-            for key in ("ids", "cams", "paths"):
+            for key in ("ids", "cams", "paths", "infrared"):
                 values = getattr(self, f"{side}_{key}")
-                if len(values) != len(features):
+                if values is not None and len(values) != len(features):
                     return f"{side}_{key} has {len(values)} entries but {side}_features has {len(features)} rows"
             dims.append(features.shape[1])
         if dims[0] != dims[1]:
@@ -77,7 +87,8 @@ class FeatureSet:
     def swapped(self) -> "FeatureSet":
         """The same features with query and gallery exchanged (RegDB V->I)."""
         return FeatureSet(self.gallery_features, self.gallery_ids, self.gallery_cams, self.gallery_paths,
-                          self.query_features, self.query_ids, self.query_cams, self.query_paths)
+                          self.query_features, self.query_ids, self.query_cams, self.query_paths,
+                          self.gallery_infrared, self.query_infrared)
 
 
 def feature_set_from_records(query_records, query_features, gallery_records, gallery_features) -> FeatureSet:
@@ -91,11 +102,13 @@ def feature_set_from_records(query_records, query_features, gallery_records, gal
         gallery_ids=[r.person_id for r in gallery_records],
         gallery_cams=[r.camera for r in gallery_records],
         gallery_paths=[r.relpath for r in gallery_records],
+        query_infrared=[r.infrared for r in query_records],
+        gallery_infrared=[r.infrared for r in gallery_records],
     )
 
 
 def save_features(path, features: FeatureSet) -> None:
-    """Write ``features`` to ``path`` (``.npz`` with exactly :data:`FEATURE_KEYS`)."""
+    """Write ``features`` to ``path`` (``.npz`` with :data:`FEATURE_KEYS` and the known :data:`MODALITY_KEYS`)."""
     problem = features.problem()
     if problem:
         raise ValueError(f"refusing to save an inconsistent feature set: {problem}")
@@ -106,7 +119,8 @@ def save_features(path, features: FeatureSet) -> None:
     temp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
         with open(temp, "wb") as handle:  # an open handle keeps numpy from appending ".npz"
-            np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)})
+            np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)
+                                if getattr(features, f.name) is not None})
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
@@ -130,7 +144,7 @@ def load_features(path) -> FeatureSet:
             missing = [key for key in FEATURE_KEYS if key not in data.files]
             if missing:
                 raise DatasetError(f"feature file {path} lacks {', '.join(missing)}; {fix}")
-            arrays = {key: data[key] for key in FEATURE_KEYS}
+            arrays = {key: data[key] for key in FEATURE_KEYS + MODALITY_KEYS if key in data.files}
     except DatasetError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
