@@ -28,21 +28,21 @@ FOLDERS = ("visible", "infrared")
 _LOOK, _IMAGE, _CAMERAS = 20, 21, 22   # stream tags, distinct from the other generators'
 
 
-def generate_camera_folders(out, persons: int = 12, images_per_camera: int = 2, seed: int = 0,
+def generate_camera_folders(out, ids: int = 12, images_per_camera: int = 2, seed: int = 0,
                             size: tuple[int, int] = (96, 48), overwrite: bool = False) -> pathlib.Path:
     """Write ``OUT/{visible,infrared}/<person>/<camera>_<nnnn>.jpg`` and return the absolute ``OUT``.
 
     Args:
         out: output folder (created). Its ``visible`` and ``infrared`` must not exist unless
             ``overwrite``, which deletes them first.
-        persons: number of persons (>= 2).
+        ids: number of persons (>= 2), named p001 .. p<ids>.
         images_per_camera: images per (person, camera, modality).
         seed: random seed; the same seed gives byte-identical files.
         size: image size (H, W).
     """
-    height, width = _check(persons, 2, images_per_camera, size)
+    height, width = _check(ids, 2, images_per_camera, size)
     root = _prepare(out, FOLDERS, overwrite)
-    for number in range(1, int(persons) + 1):
+    for number in range(1, int(ids) + 1):
         person = f"p{number:03d}"
         look = random_look(_rng(seed, _LOOK, number))
         pick = _rng(seed, _CAMERAS, number)

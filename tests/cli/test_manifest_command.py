@@ -104,8 +104,8 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
 
 
 def test_synthetic_camera_folders_round_trip(tmp_path):
-    tree = generate_camera_folders(tmp_path / "cams", persons=6, images_per_camera=1, size=(32, 16), seed=1)
-    again = generate_camera_folders(tmp_path / "again", persons=6, images_per_camera=1, size=(32, 16), seed=1)
+    tree = generate_camera_folders(tmp_path / "cams", ids=6, images_per_camera=1, size=(32, 16), seed=1)
+    again = generate_camera_folders(tmp_path / "again", ids=6, images_per_camera=1, size=(32, 16), seed=1)
     assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.jpg")) == \
         sorted(p.relative_to(again).as_posix() for p in again.rglob("*.jpg"))
     assert all((tree / p.relative_to(again)).read_bytes() == p.read_bytes() for p in again.rglob("*.jpg"))
