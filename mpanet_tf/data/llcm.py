@@ -23,7 +23,9 @@ Test (DEEN ``data_manager.process_query_llcm``/``process_gallery_llcm``): for ev
 exists; the identity is the 4-digit folder and the camera the digit after ``cam``. Records are
 ordered as the reference lists them: ids sorted, cameras in order, files sorted. Where we differ:
 only image files count (:func:`~mpanet_tf.data.records.is_image_name`; DEEN lists every file), so
-a folder holding no image is treated as absent.
+a folder holding no image is treated as absent. A listed test id without any folder is allowed
+(it counts in ``test_ids`` and contributes no image), but a modality without any test image of
+the listed ids is an error (a wrong ``--data-root`` or test id file).
 """
 
 from __future__ import annotations
@@ -190,7 +192,10 @@ class LLCMDataset:
                 for modality, entries in self._train.items() for relpath, pid in entries]
 
     def test_records(self, modality: str) -> list[ImageRecord]:
-        """Every test image of one modality (``"visible"`` or ``"infrared"``): ids sorted, cameras in order, files sorted."""
+        """Every test image of one modality (``"visible"`` or ``"infrared"``).
+
+        Ordered as the reference lists them: ids sorted, cameras in order, files sorted.
+        """
         if modality not in MODALITIES:
             raise ConfigError(f"LLCM modality must be 'visible' or 'infrared', got {modality!r}")
         folder_name = MODALITIES[modality][0]

@@ -89,6 +89,9 @@ def read_manifest(path) -> list[ManifestRow]:
         DatasetError: the first violation, as ``"<file>:<line> <problem>; <fix>"``.
     """
     path = pathlib.Path(os.path.expanduser(os.fspath(path))).absolute()
+    if path.is_dir():
+        raise DatasetError(f"manifest {path} is a folder; pass the CSV file (write one with `mpanet-tf manifest "
+                           f"--from-folders {path} --output {path / 'data.csv'}` if it holds visible/ and infrared/)")
     if not is_file(path):
         raise DatasetError(f"manifest {path} does not exist; write one with `mpanet-tf manifest --from-folders DIR "
                            "--output FILE` or pass the CSV file as --data-root")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import pathlib
 
-import pytest
 from click.testing import CliRunner
 
 from mpanet_tf.cli.main import cli

@@ -113,6 +113,8 @@ def test_missing_file_non_utf8_and_bad_csv(tmp_path):
         ManifestDataset(quote)
     with pytest.raises(DatasetError, match=r"nothing\.csv does not exist; write one with `mpanet-tf manifest"):
         ManifestDataset(tmp_path / "nothing.csv")
+    with pytest.raises(DatasetError, match=r"is a folder; pass the CSV file"):
+        ManifestDataset(tmp_path)
 
 
 def test_split_without_rows(tmp_path):
