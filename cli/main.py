@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import click
 
@@ -29,6 +30,15 @@ COMMAND_MODULES = (
     "quickstart_command",
     "prepare_command",
 )
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Show a warning as ``Warning: <message>`` on stderr: no source line, no file position."""
+    click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+
+# A library warning (a permutation cell left out, a skipped image) reaches the user as one line.
+warnings.showwarning = _one_line_warning
 
 
 class ProjectGroup(click.Group):

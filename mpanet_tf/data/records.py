@@ -56,6 +56,15 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def file_name_bytes(paths) -> list[bytes]:
+    """Paths as the bytes the file system holds (``os.fsencode``), for TensorFlow string tensors.
+
+    A file name that is not valid UTF-8 reaches Python as a str with surrogate escapes, which
+    ``tf.constant`` cannot encode; its bytes name the same file.
+    """
+    return [os.fsencode(path) for path in paths]
+
+
 def make_record(root: pathlib.Path, relpath: str, person_id: int, camera: int,
                 label: int = -1) -> ImageRecord:
     """Build a record for ``root/relpath`` (``relpath`` '/'-separated)."""

@@ -203,6 +203,7 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
     import tensorflow as tf
 
     from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
+    from mpanet_tf.data.records import file_name_bytes
 
     if not wants_bytes and image_size is None:
         raise ValueError("extract_features needs image_size (H, W) for an embedder that takes images")
@@ -215,7 +216,8 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
             return index, data, tf.shape(image)
         return index, resize_image_tensor(image, size), tf.shape(image)
 
-    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), np.array(paths, dtype=str)))
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64),
+                                                  tf.constant(file_name_bytes(paths), tf.string)))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.ignore_errors().batch(batch_size).prefetch(2)
 
