@@ -100,6 +100,16 @@ def is_file(path: pathlib.Path) -> bool:
         return False
 
 
+def is_file_entry(entry) -> bool:
+    """``entry.is_file()`` of an ``os.scandir`` entry; a symbolic-link loop or an unreadable entry
+    is a :class:`DatasetError` naming it rather than a traceback."""
+    try:
+        return entry.is_file()
+    except OSError as error:
+        raise DatasetError(f"cannot read {entry.path} ({error.strerror or error}; a symbolic-link loop?); "
+                           "remove or fix the entry") from None
+
+
 def read_text(path: pathlib.Path, what: str, fix: str) -> str:
     """Text of a small split/list file; :class:`DatasetError` if missing, unreadable or not UTF-8."""
     if not is_file(path):
