@@ -32,13 +32,19 @@ COMMAND_MODULES = (
 )
 
 
+def _describe_os_error(error: OSError) -> str:
+    from mpanet_tf.errors import printable
+
+    names = [os.fsdecode(n) for n in (error.filename, error.filename2) if n is not None]
+    where = " -> ".join(names) if names else "a file"
+    return printable(f"cannot access {where} ({error.strerror or error}); check the path, its permissions "
+                     "and the free disk space")
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     """Show a warning as ``Warning: <message>`` on stderr: no source line, no file position."""
     click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
 
-
-# A library warning (a permutation cell left out, a skipped image) reaches the user as one line.
-warnings.showwarning = _one_line_warning
 
 
 class ProjectGroup(click.Group):
@@ -51,9 +57,18 @@ class ProjectGroup(click.Group):
 
             import_tensorflow_quietly()
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # A library warning (a permutation cell left out, ...) reaches the user as one line.
+                warnings.simplefilter("default")
+                warnings.showwarning = _one_line_warning
+                return super().invoke(ctx)
         except MPANetError as error:
             click.echo(f"Error: {error}", err=True)
+            ctx.exit(2)
+        except OSError as error:
+            # A file that vanished or could not be written part-way (disk full, permissions
+            # changed): one line naming it, as for every other error a user can cause.
+            click.echo(f"Error: {_describe_os_error(error)}", err=True)
             ctx.exit(2)
 
 
