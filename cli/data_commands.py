@@ -90,8 +90,11 @@ def synth(layout, out, ids, images_per_camera, seed, size, force):
     from mpanet_tf.data.records import load_dataset
     from mpanet_tf.data.synthetic import generate_regdb, generate_sysu
 
+    from mpanet_tf.run_folder import check_output_folder
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; choose another folder")
+    check_output_folder(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"--out {out} is not empty; choose an empty folder or pass --force")
     kwargs = {"seed": seed, "overwrite": force}

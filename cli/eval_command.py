@@ -63,6 +63,12 @@ def eval_command(**params):
         batch_size=params["batch_size"], skip_bad_images=params["skip_bad_images"], rand_perm=params["rand_perm"],
         progress=not params["quiet"],
     )
+    from mpanet_tf.run_folder import check_output_file
+
+    for option in ("output", "save_features"):
+        if params[option]:   # checked before any feature is extracted: nothing is lost at the end
+            template = params[option].replace("{trial}", "1").replace("{seed}", "1")
+            check_output_file(template, "--" + option.replace("_", "-"))
     log = (lambda message: None) if params["quiet"] else (lambda message: click.echo(message, err=True))
     results = run_evaluation(options, model=params["model"], features=params["features_path"],
                              save_features=params["save_features"], log=log)

@@ -32,7 +32,9 @@ def export_command(model_path, fmt, output, version, opset, force):
     already resized to the model's input size. A failed export leaves nothing behind.
     """
     from mpanet_tf.export import export_model
+    from mpanet_tf.run_folder import check_output_folder
 
+    check_output_folder(output, "--output")
     written = export_model(model_path, output, formats=fmt, version=version, force=force, opset=opset)
     for kind, path in written.items():
         click.echo(f"{kind}: {path}")
@@ -61,18 +63,24 @@ def search_command(model_path, query, gallery, top_k, output, batch_size, skip_b
     Distance: Euclidean distance between L2-normalised embeddings, in [0, 2]; smaller is more
     similar (the SYSU-MM01 evaluation's ranking). Prints rank, distance and path of the top-k.
     """
+    from mpanet_tf.errors import printable
     from mpanet_tf.search import search
 
+    if output:   # checked before the gallery is embedded
+        from mpanet_tf.viz.common import check_output
+
+        check_output(output)
     result = search(model_path, query, gallery, batch_size=batch_size, skip_bad_images=skip_bad_images)
     if result.skipped:
         count = len(result.skipped)
-        click.echo(f"Warning: skipped {count} undecodable gallery file{'s' if count > 1 else ''}, the first "
-                   f"{result.skipped[0]}", err=True)
-    click.echo(f"query: {result.query}  ({len(result.paths)} gallery images)")
+        click.echo(printable(f"Warning: skipped {count} undecodable gallery file{'s' if count > 1 else ''}, the "
+                             f"first {result.skipped[0]}"), err=True)
+
+    click.echo(printable(f"query: {result.query}  ({len(result.paths)} gallery images)"))
     click.echo(f"{'rank':>4}  {'distance':>8}  path")
     top = result.top(top_k)
     for rank, distance, path in top:
-        click.echo(f"{rank:>4}  {distance:8.4f}  {path}")
+        click.echo(printable(f"{rank:>4}  {distance:8.4f}  {path}"))
     if output:
         from mpanet_tf.viz.ranked_list import draw_ranked_list
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import click
 
@@ -32,6 +33,21 @@ COMMAND_MODULES = (
 )
 
 
+def _describe_os_error(error: OSError) -> str:
+    from mpanet_tf.errors import printable
+
+    names = [os.fsdecode(n) for n in (error.filename, error.filename2) if n is not None]
+    where = " -> ".join(names) if names else "a file"
+    return printable(f"cannot access {where} ({error.strerror or error}); check the path, its permissions "
+                     "and the free disk space")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Show a warning as ``Warning: <message>`` on stderr: no source line, no file position."""
+    click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+
+
 class ProjectGroup(click.Group):
     """A click group that turns the project's errors into one line and exit code 2."""
 
@@ -42,9 +58,18 @@ class ProjectGroup(click.Group):
 
             import_tensorflow_quietly()
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # A library warning (a permutation cell left out, ...) reaches the user as one line.
+                warnings.simplefilter("default")
+                warnings.showwarning = _one_line_warning
+                return super().invoke(ctx)
         except MPANetError as error:
             click.echo(f"Error: {error}", err=True)
+            ctx.exit(2)
+        except OSError as error:
+            # A file that vanished or could not be written part-way (disk full, permissions
+            # changed): one line naming it, as for every other error a user can cause.
+            click.echo(f"Error: {_describe_os_error(error)}", err=True)
             ctx.exit(2)
 
 

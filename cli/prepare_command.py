@@ -34,9 +34,13 @@ def prepare(dataset, data_root, trial, image_size, cache_dir, skip_bad_images, n
     from mpanet_tf.data.cache import default_cache_dir, prepare_cache
     from mpanet_tf.data.records import load_dataset
 
-    data = load_dataset(dataset, data_root or PRESETS[dataset]["data"]["data_root"], trial=trial)
     model = PRESETS[dataset]["model"]
     size = parse_image_size(image_size) if image_size else (model["image_height"], model["image_width"])
+    if cache_dir:
+        from mpanet_tf.run_folder import check_output_folder
+
+        check_output_folder(cache_dir, "--cache-dir")
+    data = load_dataset(dataset, data_root or PRESETS[dataset]["data"]["data_root"], trial=trial)
     records = data.all_records() if dataset == "regdb" else data.train_records()
     target = cache_dir or default_cache_dir(data.root, size)
     path = prepare_cache(records, size, target, progress=not no_progress, skip_bad_images=skip_bad_images)

@@ -189,6 +189,9 @@ def train_command(ctx, **params):
     if params["verbose"] and params["quiet"]:
         raise ConfigError("--verbose and --quiet exclude each other; pass one")
     config = resolve_config(ctx, params)
+    from mpanet_tf.run_folder import check_output_folder
+
+    check_output_folder(params["output"], "--output")
 
     from mpanet_tf.training import TrainingInterrupted, train, train_repeats
 

@@ -37,8 +37,8 @@ def visualize():
               help="Instead of --dataset: a folder of query images (searched recursively).")
 @click.option("--gallery", "gallery_folder", default=None, type=click.Path(file_okay=False),
               help="With --query-folder: a folder of gallery images (searched recursively).")
-@click.option("--queries", type=int, default=4, show_default=True, help="Number of queries (rows).")
-@click.option("--top-k", type=int, default=5, show_default=True, help="Gallery images shown per query.")
+@click.option("--queries", type=click.IntRange(min=1, max=1000), default=4, show_default=True, help="Number of queries (rows).")
+@click.option("--top-k", type=click.IntRange(min=1, max=1000), default=5, show_default=True, help="Gallery images shown per query.")
 @click.option("--mode", type=click.Choice(["all", "indoor"]), default="all", show_default=True,
               help="SYSU-MM01 gallery cameras: all (1,2,4,5) or indoor (1,2).")
 @click.option("--trial", type=int, default=1, show_default=True, help="RegDB trial 1..10.")
@@ -84,14 +84,14 @@ def patterns(model_path, image_path, scale, output, width, height):
 @click.option("--model", "model_path", required=True, help=_EMBED_HELP)
 @click.option("--dataset", type=click.Choice(["sysu", "regdb"]), required=True, help="Which test split to embed.")
 @click.option("--data-root", required=True, help="Dataset folder.")
-@click.option("--ids", type=int, default=8, show_default=True,
+@click.option("--ids", type=click.IntRange(min=1), default=8, show_default=True,
               help="Number of test identities, drawn at random with --seed among those with both modalities.")
 @click.option("--id", "person_ids", type=int, multiple=True,
               help="Use this identity (repeatable) instead of a random draw.")
-@click.option("--per-id", type=int, default=10, show_default=True,
+@click.option("--per-id", type=click.IntRange(min=1), default=10, show_default=True,
               help="At most this many images per identity and modality.")
 @click.option("--trial", type=int, default=1, show_default=True, help="RegDB trial 1..10.")
-@click.option("--perplexity", type=float, default=30.0, show_default=True,
+@click.option("--perplexity", type=click.FloatRange(min=0, min_open=True, max=1e6), default=30.0, show_default=True,
               help="t-SNE perplexity (clipped to the number of images - 1).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the identity draw and of t-SNE.")
 @click.option("--output", required=True, type=_OUTPUT, help="PNG file to write.")

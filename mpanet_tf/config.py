@@ -233,8 +233,14 @@ class MPANetConfig:
 
     # --------------------------------------------------------------- validation
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid value."""
+        """Raise :class:`ConfigError` naming the first invalid value.
+
+        Every numeric field is checked for its type, for being finite and for its range before
+        anything is built or written, so a run never starts with a value that would fail (or
+        silently do nothing) later.
+        """
         m, lo, d, t = self.model, self.loss, self.data, self.train
+        _check_numbers(self)
         checks = [
             (m.num_parts >= 1, f"model.num_parts must be >= 1, got {m.num_parts}"),
             (m.reduction >= 1, f"model.reduction must be >= 1, got {m.reduction}"),
@@ -243,8 +249,9 @@ class MPANetConfig:
              f"model.modality_attention must be 0, 1 or 2, got {m.modality_attention}"),
             (m.mam_variant in MAM_VARIANTS,
              f"model.mam_variant must be one of {MAM_VARIANTS}, got {m.mam_variant!r}"),
-            (m.image_height >= 32 and m.image_width >= 32,
-             f"image size must be at least 32x32, got {m.image_height}x{m.image_width}"),
+            (MIN_IMAGE_SIDE <= m.image_height <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= m.image_width <= MAX_IMAGE_SIDE,
+             f"image size must be between {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} and {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, "
+             f"got {m.image_height}x{m.image_width}"),
             (lo.kl_grad_side in ("specific", "paper"),
              f"loss.kl_grad_side must be 'specific' or 'paper', got {lo.kl_grad_side!r}"),
             (0.0 <= lo.update_rate <= 1.0, f"loss.update_rate must be in [0, 1], got {lo.update_rate}"),
@@ -253,11 +260,15 @@ class MPANetConfig:
             (d.batch_ids >= 2, f"data.batch_ids must be >= 2, got {d.batch_ids}"),
             (d.images_per_id >= 2 and d.images_per_id % 2 == 0,
              f"data.images_per_id must be even and >= 2, got {d.images_per_id}"),
+            (d.batch_size <= MAX_BATCH_SIZE,
+             f"the batch of {d.batch_ids} x {d.images_per_id} = {d.batch_size} images is larger than "
+             f"{MAX_BATCH_SIZE}; lower --batch-ids or --images-per-id"),
             (d.pad_fill in ("grey", "red"), f"data.pad_fill must be 'grey' or 'red', got {d.pad_fill!r}"),
             (d.erase_aspect in ("uniform", "log-uniform"),
              f"data.erase_aspect must be 'uniform' or 'log-uniform', got {d.erase_aspect!r}"),
             (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
             (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
+            (all(m_ >= 1 for m_ in t.milestones), f"train.milestones must be epochs >= 1, got {list(t.milestones)}"),
             (t.strategy in ("auto", "one-device", "mirrored", "multi-worker"),
              f"train.strategy must be auto, one-device, mirrored or multi-worker, got {t.strategy!r}"),
             (t.mixed_precision in ("", "bf16", "fp16"),
@@ -266,6 +277,71 @@ class MPANetConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+#: The smallest and largest input side the model accepts (SYSU trains at 384x128).
+MIN_IMAGE_SIDE = 32
+MAX_IMAGE_SIDE = 2048
+#: The largest global batch (P x K) a run accepts; the authors train with 128.
+MAX_BATCH_SIZE = 4096
+
+# (section, field) -> (kind, low, high, option): the numeric fields, their type ("int" or
+# "float"), their inclusive range (None: unbounded) and the command-line option that sets them.
+_NUMBER_RULES = {
+    ("model", "num_parts"): ("int", 1, 64, "--set model.num_parts"),
+    ("model", "reduction"): ("int", 1, 2048, "--set model.reduction"),
+    ("model", "last_stride"): ("int", 1, 2, "--set model.last_stride"),
+    ("model", "modality_attention"): ("int", 0, 2, "--set model.modality_attention"),
+    ("model", "image_height"): ("int", MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, "--image-size"),
+    ("model", "image_width"): ("int", MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, "--image-size"),
+    ("loss", "weight_sep"): ("float", 0.0, None, "--weight-sep"),
+    ("loss", "margin"): ("float", 0.0, None, "--margin"),
+    ("loss", "weight_sid"): ("float", 0.0, None, "--weight-sid"),
+    ("loss", "weight_kl"): ("float", 0.0, None, "--weight-kl"),
+    ("loss", "update_rate"): ("float", 0.0, 1.0, "--update-rate"),
+    ("loss", "ema_decay_epoch"): ("int", 0, None, "--set loss.ema_decay_epoch"),
+    ("data", "trial"): ("int", 1, 10, "--trial"),
+    ("data", "batch_ids"): ("int", 2, MAX_BATCH_SIZE, "--batch-ids"),
+    ("data", "images_per_id"): ("int", 2, MAX_BATCH_SIZE, "--images-per-id"),
+    ("data", "flip_prob"): ("float", 0.0, 1.0, "--set data.flip_prob"),
+    ("data", "pad"): ("int", 0, 512, "--set data.pad"),
+    ("data", "erase_prob"): ("float", 0.0, 1.0, "--set data.erase_prob"),
+    ("train", "epochs"): ("int", 1, 100_000, "--epochs"),
+    ("train", "lr"): ("float", 0.0, 1e3, "--lr"),
+    ("train", "weight_decay"): ("float", 0.0, 1e3, "--weight-decay"),
+    ("train", "gamma"): ("float", 0.0, 1e3, "--gamma"),
+    ("train", "seed"): ("int", 0, 2**32 - 1, "--seed"),
+    ("train", "steps_per_epoch"): ("int", 0, None, "--steps-per-epoch"),
+    ("train", "eval_every"): ("int", 0, None, "--eval-every"),
+    ("train", "save_every_steps"): ("int", 0, None, "--save-every-steps"),
+}
+#: Fields whose value must be strictly above the low end of its range.
+_EXCLUSIVE_LOW = {("train", "lr"), ("train", "gamma")}
+
+
+def _check_numbers(config: "MPANetConfig") -> None:
+    """:class:`ConfigError` for a numeric field of the wrong type, non-finite or out of range."""
+    import math
+    import numbers
+
+    for (section, name), (kind, low, high, option) in _NUMBER_RULES.items():
+        value = getattr(getattr(config, section), name)
+        where = f"{option} ({section}.{name})"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if kind == "int" and (not float(value).is_integer() if math.isfinite(value) else True):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        exclusive = (section, name) in _EXCLUSIVE_LOW
+        if low is not None and (value <= low if exclusive else value < low):
+            bound = f"> {low}" if exclusive else f">= {low}"
+            raise ConfigError(f"{where} must be {bound}, got {value!r}")
+        if high is not None and value > high:
+            raise ConfigError(f"{where} must be <= {high}, got {value!r}")
+    for milestone in config.train.milestones:
+        if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral) or milestone < 1:
+            raise ConfigError(f"--milestones (train.milestones) must be epochs >= 1, got {list(config.train.milestones)}")
 
 
 PRESETS: dict[str, dict] = {
@@ -299,6 +375,8 @@ def parse_image_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise ConfigError(f"image size must be HxW such as 384x128, got {text!r}")
     height, width = (int(p) for p in parts)
-    if height < 32 or width < 32:
-        raise ConfigError(f"image size must be at least 32x32, got {text!r}")
+    if height < MIN_IMAGE_SIDE or width < MIN_IMAGE_SIDE:
+        raise ConfigError(f"image size must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}, got {text!r}")
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
+        raise ConfigError(f"image size must be at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, got {text!r}")
     return height, width

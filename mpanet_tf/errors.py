@@ -9,12 +9,18 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def printable(text: str) -> str:
+    """``text`` with surrogate escapes (undecodable bytes of a file name) written as ``\\xNN``."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class MPANetError(Exception):
     """Base class of every user-facing error of mpanet-tf."""
 
     def __init__(self, message: str):
-        # One line, always: the CLI prints str(error) as is.
-        super().__init__(" ".join(str(message).split()))
+        # One line, always: the CLI prints str(error) as is. A file name that is not valid UTF-8
+        # (surrogate escapes) is shown with its odd bytes as \\xNN, so printing it cannot fail.
+        super().__init__(printable(" ".join(str(message).split())))
 
 
 class DatasetError(MPANetError):
@@ -26,6 +32,7 @@ class BadImageError(DatasetError):
 
     def __init__(self, path, detail: str = ""):
         self.path = str(path)
+        self.reason = f"cannot decode image {self.path}" + (f" ({detail})" if detail else "")
         extra = f" ({detail})" if detail else ""
         super().__init__(
             f"cannot decode image {self.path}{extra}; replace or delete the file, "

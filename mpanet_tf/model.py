@@ -288,6 +288,39 @@ def build_model(config=None, num_classes=395) -> MPANet:
     return MPANet(config, num_classes=num_classes)
 
 
+def load_keras_file(path) -> MPANet:
+    """An MPANet from a ``.keras`` file; :class:`CheckpointError` (one line naming the file) for an
+    empty, truncated or foreign file instead of Keras' traceback.
+
+    Keras reads the file's config and builds whatever it names, so only a file whose top-level
+    class is this project's ``MPANet`` is loaded (a foreign model is refused before its weights
+    are read).
+    """
+    import json
+    import zipfile
+
+    path = Path(path)
+    fix = "pass a run folder written by `mpanet-tf train` or the model.keras file of one"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        reason = "empty" if path.is_file() and path.stat().st_size == 0 else f"not a Keras model file ({type(error).__name__})"
+        raise CheckpointError(f"model file {path} is {reason}; {fix}") from None
+    name = config.get("class_name") if isinstance(config, dict) else None
+    registered = config.get("registered_name") if isinstance(config, dict) else None
+    if name != "MPANet" and registered != "mpanet_tf>MPANet":
+        raise CheckpointError(f"model file {path} holds a {registered or name or 'foreign'} model, not an MPANet; {fix}")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types on a damaged archive or mismatched weights
+        raise CheckpointError(f"model file {path} cannot be loaded ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:160]}); {fix}") from None
+    if not isinstance(model, MPANet):
+        raise CheckpointError(f"model file {path} holds a {type(model).__name__}, not an MPANet; {fix}")
+    return model
+
+
 def load_model(path) -> MPANet:
     """Load a model from a ``.keras`` file or a run folder (its final ``model.keras``, or the
     newest checkpoint with the run's ``config.json`` when that is newer or there is no final model).
@@ -297,7 +330,7 @@ def load_model(path) -> MPANet:
     """
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
-        return keras.saving.load_model(path, compile=False)
+        return load_keras_file(path)
     if not path.exists():
         raise CheckpointError(f"model path {path} does not exist; pass a run folder written by "
                               "`mpanet-tf train` or a .keras file")
@@ -307,12 +340,20 @@ def load_model(path) -> MPANet:
         # A run resumed after it finished (or an imported run being fine-tuned) has checkpoints
         # newer than its model.keras: the newest weights win.
         if final.is_file() and (latest is None or final.stat().st_mtime >= latest[1].stat().st_mtime):
-            return keras.saving.load_model(final, compile=False)
+            return load_keras_file(final)
         if latest is not None:
             config = MPANetConfig.from_json_file(path / run_folder.CONFIG_FILE)
-            meta = run_folder.read_json(path / run_folder.RUN_FILE)
-            model = build_model(config, meta["num_classes"])
-            model.load_weights(latest[0])
+            try:
+                num_classes = int(run_folder.read_json(path / run_folder.RUN_FILE)["num_classes"])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise CheckpointError(f"{path / run_folder.RUN_FILE} is missing or has no num_classes "
+                                      f"({type(error).__name__}); restore the run folder's run.json") from None
+            model = build_model(config, num_classes)
+            try:
+                model.load_weights(latest[0])
+            except Exception as error:  # a damaged or foreign weights file
+                raise CheckpointError(f"checkpoint {latest[0]} cannot be loaded ({type(error).__name__}); "
+                                      "delete it (and its .state.json) to fall back to the previous one") from None
             return model
     raise CheckpointError(f"{path} holds no model (no {run_folder.FINAL_MODEL} and no complete "
                           f"checkpoint under {run_folder.CHECKPOINT_DIR}/); pass a run folder "

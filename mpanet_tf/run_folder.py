@@ -109,3 +109,59 @@ def latest_checkpoint(run_dir) -> tuple[Path, Path] | None:
         if weights.is_file():
             steps.append(step)
     return checkpoint_paths(run_dir, max(steps)) if steps else None
+
+
+# ------------------------------------------------------------------ output locations
+def _nearest_existing(path: Path) -> Path:
+    for candidate in [path, *path.parents]:
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(path.anchor or ".")
+
+
+def _probe_writable(folder: Path, option: str, target: Path) -> None:
+    """Create and remove one temporary file in ``folder``: the only test that also catches
+    read-only file systems and pseudo file systems such as /proc (``os.access`` does not)."""
+    from mpanet_tf.errors import ConfigError
+
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {target}: {folder} is not a folder; choose another {option}")
+    try:
+        handle, temp = tempfile.mkstemp(prefix=".mpanet-write-test-", dir=folder)
+        os.close(handle)
+        os.unlink(temp)
+    except OSError as error:
+        raise ConfigError(f"{option} {target} cannot be written ({error.strerror or error} in {folder}); "
+                          f"choose a writable {option}") from None
+
+
+def check_output_file(path, option: str = "--output") -> Path:
+    """Check, before any work, that the file ``path`` can be written (atomically, next to itself).
+
+    Raises:
+        ConfigError: ``path`` is a folder, a folder on the way is a file, or nothing can be
+            written there (permissions, read-only or pseudo file system).
+    """
+    from mpanet_tf.errors import ConfigError
+
+    path = Path(os.path.expanduser(os.fspath(path)))
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; pass a file name")
+    existing = _nearest_existing(path.parent)
+    _probe_writable(existing, option, path)
+    return path
+
+
+def check_output_folder(path, option: str = "--output") -> Path:
+    """Check, before any work, that the folder ``path`` exists or can be created and written.
+
+    Raises:
+        ConfigError: ``path`` is a file, or nothing can be written where it would be.
+    """
+    from mpanet_tf.errors import ConfigError
+
+    path = Path(os.path.expanduser(os.fspath(path)))
+    if os.path.lexists(path) and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a folder; pass a folder")
+    _probe_writable(_nearest_existing(path), option, path)
+    return path

@@ -84,12 +84,13 @@ def _decode_dataset(paths, size):
     import tensorflow as tf
 
     from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
+    from mpanet_tf.data.records import file_name_bytes
 
     def load(path):
         image = resize_image_tensor(decode_image_tensor(tf.io.read_file(path)), size)
         return tf.cast(tf.round(image), tf.uint8)
 
-    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(file_name_bytes(paths), tf.string))
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(64)
 
 

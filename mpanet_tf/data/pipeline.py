@@ -37,6 +37,7 @@ import tensorflow as tf
 from mpanet_tf.data.augment import augment
 from mpanet_tf.data.cache import ImageCache, open_cache
 from mpanet_tf.data.images import UNDECODABLE, decode_image_tensor, load_image, resize_image_tensor
+from mpanet_tf.data.records import file_name_bytes
 from mpanet_tf.errors import BadImageError, ConfigError
 
 #: Errors a broken or missing image file raises inside tf.data.
@@ -108,7 +109,7 @@ def build_train_dataset(records, sampler, epoch, config, *, start_step=0, input_
         source = cache.rows_for(records)[flat]
         load = _cache_loader(cache, size)
     else:
-        source = tf.constant([records[i].path for i in flat.tolist()], tf.string)
+        source = tf.constant(file_name_bytes(records[i].path for i in flat.tolist()), tf.string)
         load = _file_loader(size)
 
     data_config, train_seed = config.data, int(config.train.seed)
@@ -159,7 +160,7 @@ def find_bad_images(records, progress=True) -> list[str]:
         image = decode_image_tensor(tf.io.read_file(path))
         return index, tf.shape(image)[0]
 
-    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), tf.constant(paths, tf.string)))
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), tf.constant(file_name_bytes(paths), tf.string)))
     dataset = dataset.map(probe, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     ok = np.zeros(len(paths), bool)
     with tqdm(total=len(paths), desc="checking images", unit="img", disable=not progress) as bar:

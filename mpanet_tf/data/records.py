@@ -56,6 +56,15 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def file_name_bytes(paths) -> list[bytes]:
+    """Paths as the bytes the file system holds (``os.fsencode``), for TensorFlow string tensors.
+
+    A file name that is not valid UTF-8 reaches Python as a str with surrogate escapes, which
+    ``tf.constant`` cannot encode; its bytes name the same file.
+    """
+    return [os.fsencode(path) for path in paths]
+
+
 def make_record(root: pathlib.Path, relpath: str, person_id: int, camera: int,
                 label: int = -1, infrared: bool | None = None) -> ImageRecord:
     """Build a record for ``root/relpath`` (``relpath`` '/'-separated).
@@ -93,6 +102,16 @@ def is_file(path: pathlib.Path) -> bool:
         return path.is_file()
     except (OSError, ValueError):
         return False
+
+
+def is_file_entry(entry) -> bool:
+    """``entry.is_file()`` of an ``os.scandir`` entry; a symbolic-link loop or an unreadable entry
+    is a :class:`DatasetError` naming it rather than a traceback."""
+    try:
+        return entry.is_file()
+    except OSError as error:
+        raise DatasetError(f"cannot read {entry.path} ({error.strerror or error}; a symbolic-link loop?); "
+                           "remove or fix the entry") from None
 
 
 def read_text(path: pathlib.Path, what: str, fix: str) -> str:

@@ -29,7 +29,7 @@ import pathlib
 import numpy as np
 
 from mpanet_tf.data.records import (
-    ImageRecord, is_image_name, make_record, parse_positive_int, read_text, resolve_root,
+    ImageRecord, is_file_entry, is_image_name, make_record, parse_positive_int, read_text, resolve_root,
 )
 from mpanet_tf.errors import ConfigError, DatasetError
 
@@ -149,7 +149,7 @@ class SYSUDataset:
                 except OSError as error:
                     raise DatasetError(
                         f"cannot list {folder} ({error.strerror or error}); check its permissions") from None
-                names = sorted(e.name for e in entries if is_image_name(e.name) and e.is_file())
+                names = sorted(e.name for e in entries if is_image_name(e.name) and is_file_entry(e))
                 if names:
                     images[(camera, pid)] = tuple(names)
         return images

@@ -128,31 +128,86 @@ def save_features(path, features: FeatureSet) -> None:
         raise
 
 
+#: Compression ratio above which a member of a feature file is treated as a zip bomb (float
+#: features barely compress; np.savez stores them uncompressed).
+_MAX_COMPRESSION_RATIO = 200
+
+
+def _read_member(archive: zipfile.ZipFile, key: str, path: str, fix: str) -> np.ndarray:
+    """The ``key.npy`` member of a feature file, read only after its declared shape was checked
+    against the member's size (a few hundred bytes must not make us allocate gigabytes)."""
+    name = f"{key}.npy"
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise DatasetError(f"feature file {path} lacks {key} (no {name} member); {fix}") from None
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_COMPRESSION_RATIO * max(
+            info.compress_size, 1) + (1 << 20):
+        raise DatasetError(f"feature file {path}: member {name} declares {info.file_size} bytes from "
+                           f"{info.compress_size} compressed bytes; {fix}")
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        header = stream.tell() if stream.seekable() else None
+    if dtype.hasobject:
+        raise DatasetError(f"feature file {path}: member {name} holds Python objects; {fix}")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    payload = info.file_size - (header if header is not None else 0)
+    if declared > payload:
+        raise DatasetError(f"feature file {path}: member {name} declares shape {tuple(shape)} "
+                           f"({declared} bytes) but holds {payload} bytes; {fix}")
+    with archive.open(info) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _check_values(features: "FeatureSet", path: str, fix: str) -> None:
+    for side in ("query", "gallery"):
+        values = getattr(features, f"{side}_features")
+        if values.size and not np.all(np.isfinite(values)):
+            rows = np.unique(np.nonzero(~np.isfinite(values))[0])
+            raise DatasetError(f"feature file {path}: {side}_features has NaN or infinite values in "
+                               f"{len(rows)} rows (first row {int(rows[0])}); {fix}")
+
+
 def load_features(path) -> FeatureSet:
     """Read a feature file written by :func:`save_features`.
 
+    The file is read member by member: each of :data:`FEATURE_KEYS` must be a ``.npy`` member whose
+    declared shape fits the bytes it holds (other members are never read); features must be finite
+    numbers, ids and cameras integers, paths text.
+
     Raises:
-        DatasetError: the file is missing, not an ``.npz``, lacks a key or has inconsistent lengths
-            (one line naming the file).
+        DatasetError: the file is missing, not an ``.npz``, lacks a key, holds non-finite features,
+            non-integer ids or cameras, or has inconsistent lengths (one line naming the file).
     """
     path = os.fspath(path)
     fix = "re-create it with `mpanet-tf eval ... --save-features FILE`"
     if not os.path.isfile(path):
         raise DatasetError(f"feature file {path} does not exist; {fix}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in FEATURE_KEYS if key not in data.files]
-            if missing:
-                raise DatasetError(f"feature file {path} lacks {', '.join(missing)}; {fix}")
-            arrays = {key: data[key] for key in FEATURE_KEYS + MODALITY_KEYS if key in data.files}
+        with zipfile.ZipFile(path) as archive:
+            arrays = {key: _read_member(archive, key, path, fix) for key in FEATURE_KEYS}
+            names = set(archive.namelist())
+            arrays.update({key: _read_member(archive, key, path, fix) for key in MODALITY_KEYS
+                           if f"{key}.npy" in names})
     except DatasetError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as error:
         raise DatasetError(f"feature file {path} is not a readable .npz ({type(error).__name__}); {fix}") from None
+    for key in FEATURE_KEYS:
+        kind = arrays[key].dtype.kind
+        expected = {"features": "fiu", "ids": "iu", "cams": "iu", "paths": "US"}[key.split("_", 1)[1]]
+        if kind not in expected:
+            what = {"features": "numbers", "ids": "integers", "cams": "integers", "paths": "text"}[key.split("_", 1)[1]]
+            raise DatasetError(f"feature file {path}: {key} must hold {what}, got dtype {arrays[key].dtype}; {fix}")
     features = FeatureSet(**arrays)
     problem = features.problem()
     if problem:
         raise DatasetError(f"feature file {path} is inconsistent: {problem}; {fix}")
+    _check_values(features, path, fix)
     return features
 
 
@@ -165,6 +220,7 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
     import tensorflow as tf
 
     from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
+    from mpanet_tf.data.records import file_name_bytes
 
     if not wants_bytes and image_size is None:
         raise ValueError("extract_features needs image_size (H, W) for an embedder that takes images")
@@ -177,7 +233,8 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
             return index, data, tf.shape(image)
         return index, resize_image_tensor(image, size), tf.shape(image)
 
-    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), np.array(paths, dtype=str)))
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64),
+                                                  tf.constant(file_name_bytes(paths), tf.string)))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.ignore_errors().batch(batch_size).prefetch(2)
 

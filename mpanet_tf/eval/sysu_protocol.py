@@ -124,6 +124,35 @@ def _check_setting(mode: str, shots: int, sampling: str, trials: int, perm) -> N
             raise ConfigError(f"rand_perm_cam.mat holds {rows} trials, asked for {trials}; use --trials {rows} or fewer")
 
 
+def check_permutation_coverage(perm, features: FeatureSet) -> None:
+    """Refuse a permutation file that leaves out test identities of the gallery pool.
+
+    The official file has a cell for every test identity and camera holding images. A file that
+    has no non-empty cell for some identity (in any gallery camera) silently drops that identity
+    from every gallery: its queries are then skipped and the scores inflate (issue 14: rank-1
+    50.00 instead of 19.05), so such a file raises :class:`DatasetError`. A single (camera, id)
+    folder without a cell while its identity is covered elsewhere is skipped, as the official
+    code skips empty cells, with one warning line.
+    """
+    pool = np.isin(features.gallery_cams, GALLERY_CAMERAS["all"])
+    present = sorted(set(zip(features.gallery_cams[pool].tolist(), features.gallery_ids[pool].tolist())))
+    covered = {(c, p) for c, p in present if np.size(perm.get((int(c), int(p)), ())) > 0}
+    ids = sorted({p for _, p in present})
+    uncovered_ids = [p for p in ids if not any((c, p) in covered for c in GALLERY_CAMERAS["all"])]
+    if uncovered_ids:
+        shown = ", ".join(str(p) for p in uncovered_ids[:5]) + (" ..." if len(uncovered_ids) > 5 else "")
+        raise DatasetError(
+            f"the gallery permutation file has no cell for {len(uncovered_ids)} of the {len(ids)} test ids with "
+            f"gallery images (ids {shown}), so their queries would be skipped and the scores inflated; use the "
+            "official rand_perm_cam.mat (SYSU-MM01 repository, evaluation/data_split/) or --sampling seed")
+    missing = [(c, p) for c, p in present if (c, p) not in covered]
+    if missing:
+        camera, pid = missing[0]
+        warnings.warn(f"the gallery permutation file has no cell for {len(missing)} (camera, id) folders with "
+                      f"images (first: cam{camera}/{int(pid):04d}); they are left out, as the official code "
+                      "skips empty cells")
+
+
 def sysu_trial_galleries(features: FeatureSet, mode: str = "all", shots: int = 1, trials: int = 10,
                          sampling: str = "official", perm=None) -> list[np.ndarray]:
     """Pool row indices (ascending, i.e. in pool order, as MPANet's ``np.in1d``) of every trial's gallery."""
@@ -141,6 +170,8 @@ def sysu_trial_galleries(features: FeatureSet, mode: str = "all", shots: int = 1
         for key, camera, pid in zip(keys, features.gallery_cams[rows].tolist(), features.gallery_ids[rows].tolist()):
             files[(camera, pid)].append(key)
 
+    if sampling == "official":
+        check_permutation_coverage(perm, features)
     galleries, missing = [], []
     for trial in range(trials):
         if sampling == "official":

@@ -80,6 +80,9 @@ def check_output(path) -> Path:
         raise ConfigError(f"output {path} must end in .png (the pictures are PNG files); pass --output NAME.png")
     if path.is_dir():
         raise ConfigError(f"output {path} is a folder; pass a file name ending in .png")
+    from mpanet_tf.run_folder import check_output_file
+
+    check_output_file(path, "--output")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

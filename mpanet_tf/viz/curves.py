@@ -65,6 +65,7 @@ def read_history(run) -> list[dict]:
     epochs = data.get("epochs") if isinstance(data, dict) else None
     if not isinstance(epochs, list) or not all(isinstance(e, dict) and "epoch" in e for e in epochs):
         raise VisualizationError(f"training history {path} has no 'epochs' list of per-epoch entries; {_FIX}")
+    epochs = [e for e in epochs if math.isfinite(_number(e["epoch"]))]   # entries without an epoch number
     if not epochs:
         raise VisualizationError(f"training history {path} holds no epoch yet; plot it after the first epoch ends")
     return sorted(epochs, key=lambda e: _number(e["epoch"]))
@@ -119,10 +120,10 @@ def curves_figure(series: dict[str, np.ndarray], width: int, height: int, title:
     _style(losses)
 
     metrics = figure.add_subplot(grid[1, 0])
-    if len(series["eval_epoch"]):
-        for key in METRICS:
-            if np.isfinite(series[key]).any():
-                metrics.plot(series["eval_epoch"], series[key], marker="s", markersize=4, label=key)
+    measured = [key for key in METRICS if len(series["eval_epoch"]) and np.isfinite(series[key]).any()]
+    if measured:
+        for key in measured:
+            metrics.plot(series["eval_epoch"], series[key], marker="s", markersize=4, label=key)
         metrics.legend(fontsize=7, loc="lower right")
         metrics.set_ylabel("%", fontsize=8)
     else:

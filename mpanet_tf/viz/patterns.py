@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf.errors import BadImageError, CheckpointError, ConfigError
+from mpanet_tf.errors import BadImageError, CheckpointError, ConfigError, DatasetError, printable
 from mpanet_tf.viz.common import check_output, check_size, new_figure, require_matplotlib, save_png
 
 SCALES = ("per-map", "shared")
@@ -157,8 +157,12 @@ def visualize_patterns(model, image_path, output, width: int | None = None, heig
         model = load_model(model)
     from mpanet_tf.data.images import load_image
 
-    pixels = load_image(image_path, model.image_size)          # (H, W, 3) float32 in [0, 255]
+    try:
+        pixels = load_image(image_path, model.image_size)      # (H, W, 3) float32 in [0, 255]
+    except BadImageError as error:
+        raise DatasetError(f"cannot draw the pattern maps of {image_path}: {error.reason}; pass a readable "
+                           "JPEG/PNG/BMP file with --image") from None
     masks = pattern_maps(model, pixels)
     image = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-    title = f"PAM pattern maps of {'/'.join(Path(image_path).parts[-3:])} ({masks.shape[0]}x{masks.shape[1]} maps, {scale} colour scale)"
+    title = f"PAM pattern maps of {printable('/'.join(Path(image_path).parts[-3:]))} ({masks.shape[0]}x{masks.shape[1]} maps, {scale} colour scale)"
     return draw_patterns(image, masks, output, width, height, scale, title)

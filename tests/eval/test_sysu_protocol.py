@@ -216,3 +216,32 @@ def test_table_shows_mean_and_std():
     table = format_table([result])
     assert "SYSU all-search single-shot" in table
     assert f"{result['rank1']:.2f} ± {result['rank1_std']:.2f}" in table
+
+
+def test_permutation_file_missing_test_ids_is_refused(tmp_path):
+    """Issue 14: a rand_perm_cam.mat covering only some test ids inflated the scores with exit 0."""
+    from click.testing import CliRunner
+
+    from mpanet_tf.cli.main import cli
+    from mpanet_tf.data.sysu import write_rand_perm_cam
+    from mpanet_tf.errors import DatasetError
+    from mpanet_tf.eval.features import save_features
+
+    features = make_features()
+    partial = {key: cell for key, cell in make_perm().items() if key[1] != 5}   # id 5 left out entirely
+    with pytest.raises(DatasetError, match="no cell for 1 of the 3 test ids"):
+        evaluate_sysu(features, perm=partial, mode="all", shots=1, trials=10)
+    # the same through the command line: one line, exit 2
+    save_features(tmp_path / "f.npz", features)
+    write_rand_perm_cam(tmp_path / "perm.mat", partial, num_ids=9)
+    result = CliRunner().invoke(cli, ["eval", "--dataset", "sysu", "--features", str(tmp_path / "f.npz"),
+                                      "--rand-perm", str(tmp_path / "perm.mat")])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ids 5" in lines[0], result.stderr
+
+
+def test_permutation_file_missing_one_camera_cell_warns_once_per_setting():
+    perm = make_perm()                        # (2, 7) has no cell, id 7 is covered by cams 4 and 5
+    with pytest.warns(UserWarning, match="no cell for 2 .camera, id. folders"):
+        evaluate_sysu(make_features(), perm=perm, mode="all", shots=1, trials=2)
