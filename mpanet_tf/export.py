@@ -212,7 +212,7 @@ def _check_targets(targets: dict, force: bool) -> None:
                               "choose another --output")
 
 
-@run_folder.holding_lock("export", argument="output")
+@run_folder.holding_lock("export folder", argument="output")
 def export_model(model, output, formats=("savedmodel",), version: int = 1, force: bool = False,
                  opset: int | None = None, source=None) -> dict[str, Path]:
     """Export ``model`` (an MPANet, or a run folder / ``.keras`` path) under ``output``.

@@ -250,9 +250,10 @@ def _remove_empty(created) -> None:
             break
 
 
-def holding_lock(command: str, argument: str = "output_dir", when=None):
-    """Decorator: run the function under :func:`folder_lock` of its ``argument`` folder, unless
-    ``when()`` is false (e.g. a non-chief worker, which writes no run folder)."""
+def holding_lock(what: str, argument: str = "output_dir", when=None):
+    """Decorator: run the function under :func:`folder_lock` of its ``argument`` folder (``what``
+    names it in messages, e.g. "run folder"), unless ``when()`` is false (e.g. a non-chief
+    worker, which writes no run folder)."""
     def decorate(function):
         signature = inspect.signature(function)
 
@@ -261,7 +262,7 @@ def holding_lock(command: str, argument: str = "output_dir", when=None):
             if when is not None and not when():
                 return function(*args, **kwargs)
             folder = signature.bind(*args, **kwargs).arguments[argument]
-            with folder_lock(folder, f"{command} folder"):
+            with folder_lock(folder, what):
                 return function(*args, **kwargs)
         return wrapper
     return decorate

@@ -235,7 +235,7 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
         if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
             state = state[0]
         if not isinstance(target, collections.OrderedDict) or not isinstance(state, dict) \
-                or not all(type(key) is str for key in state):
+                or not all(type(key) is str and not key.startswith("__") for key in state):
             raise pickle.UnpicklingError("BUILD of anything but an OrderedDict's attributes")
         for key, value in state.items():
             setattr(target, key, value)

@@ -114,7 +114,7 @@ def _epoch_data(strategy, records, sampler, epoch, config, first_step, steps, ca
 
 
 # ---------------------------------------------------------------------------- train
-@run_folder.holding_lock("train", when=is_chief_task)  # the whole run holds the folder's lock
+@run_folder.holding_lock("run folder", when=is_chief_task)  # the whole run holds the folder's lock
 def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool = False, verbose: int = 1,
           final_eval: bool = True, callbacks=(), log=None, detail_log=None) -> TrainResult:
     """Train MPANet into the run folder ``output_dir``.
