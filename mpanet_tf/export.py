@@ -11,8 +11,9 @@ Layout written by :func:`export_model` (``mpanet-tf export``)::
         1/model.onnx            ONNX export of version 1, with its mpanet_export.json
         2/model.onnx ...
 
-TF Serving only loads the all-digit sub-folders of ``model_base_path``, so the ``onnx/`` folder and
-the hidden staging folders (``.staging-*``) next to the versions are ignored by the server.
+TF Serving only loads the all-digit sub-folders of ``model_base_path``, so the ``onnx/`` folder,
+the hidden staging folders (``.<version>.staging-*``) next to the versions and the lock file
+``.mpanet-lock`` (held while an export writes the folder) are ignored by the server.
 
 SavedModel signatures (both return ``embeddings`` float32 (N, D), D = 14336 with PAM: the BN-neck
 output in inference mode, not L2-normalised, facts §1.5):
@@ -29,7 +30,8 @@ BN neck; the classifiers are training-only and are left out. The SavedModel need
 (``tf.saved_model.load``), not mpanet_tf or Keras.
 
 Every export is written into a staging folder next to its target and renamed into place at the
-end; any failure removes the staging folder, so no partial export is ever left behind.
+end (:func:`mpanet_tf.run_folder.staging_folder`); any failure removes the staging folder, so no
+partial export is ever left behind, and the next export removes those of a killed one.
 """
 
 from __future__ import annotations
@@ -37,12 +39,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from mpanet_tf import run_folder
 from mpanet_tf.errors import ExportError
 
 FORMATS = ("savedmodel", "onnx")
@@ -192,34 +192,14 @@ def staged_folder(target: Path, created: list):
         missing.append(folder)
     parent.mkdir(parents=True, exist_ok=True)
     created.extend(missing)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{target.name}-", dir=parent))
-    try:
-        # mkdtemp makes the folder private (0700); give it the usual permissions so that a
-        # server running as another user can read the export
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
+    with run_folder.staging_folder(target) as staging:
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _commit(staging: Path, target: Path) -> None:
     """Move ``staging`` to ``target``; an existing ``target`` (``--force``) is replaced, and
     restored when the move fails."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".replaced-{target.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    run_folder.replace_folder(staging, target)
 
 
 def _check_targets(targets: dict, force: bool) -> None:
@@ -232,6 +212,7 @@ def _check_targets(targets: dict, force: bool) -> None:
                               "choose another --output")
 
 
+@run_folder.holding_lock("export folder", argument="output")
 def export_model(model, output, formats=("savedmodel",), version: int = 1, force: bool = False,
                  opset: int | None = None, source=None) -> dict[str, Path]:
     """Export ``model`` (an MPANet, or a run folder / ``.keras`` path) under ``output``.

@@ -16,7 +16,9 @@ Layout of ``cache_dir``::
                   "bad": [relpath, ...]}
 
 The folder is written under a temporary name next to ``cache_dir`` and renamed into place, so a
-crash never leaves a half-written cache behind. Opening checks each source file's size and
+crash never leaves a half-written cache behind (:func:`mpanet_tf.run_folder.staging_folder`; the
+next ``prepare`` removes what a killed one left), and ``cache_dir`` is locked meanwhile, so two
+``prepare`` runs never write one cache. Opening checks each source file's size and
 modification time against the index and refuses a stale cache in one line.
 """
 
@@ -24,12 +26,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf import run_folder
 from mpanet_tf.errors import BadImageError, DatasetError
 
 INDEX_VERSION = 1
@@ -129,9 +130,8 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
             raise BadImageError(path, error.strerror or "cannot stat") from None
 
     cache_dir = Path(cache_dir)
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.tmp-", dir=cache_dir.parent))
-    try:
+    with run_folder.folder_lock(cache_dir, "image cache"), \
+            run_folder.staging_folder(cache_dir) as temp:
         images = np.lib.format.open_memmap(temp / "images.npy", mode="w+", dtype=np.uint8,
                                            shape=(len(paths), size[0], size[1], 3))
         good = np.ones(len(paths), bool)
@@ -166,22 +166,8 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
             "bad": [rel for i, rel in enumerate(relpaths) if not good[i]],
         }
         (temp / "index.json").write_text(json.dumps(index), encoding="utf-8")
-        _replace_dir(temp, cache_dir)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        run_folder.replace_folder(temp, cache_dir)
     return cache_dir
-
-
-def _replace_dir(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``, replacing an existing ``target`` folder."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(source, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def open_cache(cache_dir, records=None, size=None, check_sources=True) -> ImageCache:

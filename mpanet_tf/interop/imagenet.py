@@ -129,8 +129,9 @@ def resolve_backbone_weights(spec: str, *, download: bool = True, progress: bool
         return None, None
     if spec.strip().lower() != "imagenet":
         path = Path(spec).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"backbone weights file {path} does not exist; pass an "
+        if not path.is_file():  # a device or pipe (/dev/zero, a FIFO) is never read
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise CheckpointError(f"backbone weights file {path} {what}; pass an "
                                   "existing .pth file, --backbone-weights imagenet or "
                                   "--backbone-weights none")
         return path, sha256_of(path)

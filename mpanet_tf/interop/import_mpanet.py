@@ -16,15 +16,14 @@ keys), ``model.keras`` and a step-0 training checkpoint in the trainer's format
 (:mod:`mpanet_tf.training.checkpoints`, with a fresh Adam). ``eval``, ``export`` and
 ``load_model`` read it like a finished run; ``train --resume`` fine-tunes it from epoch 1. It is
 written into a temporary folder beside the output and renamed into place, so a failed import
-leaves nothing behind.
+leaves nothing behind. The output folder is locked while the import runs
+(:func:`mpanet_tf.run_folder.folder_lock`): a second import (or a ``train``) into it is refused.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +83,8 @@ def _problems(report, limit: int = 3) -> str:
 def _check_output(output: Path, force: bool) -> None:
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a folder; choose another --output")
-    if output.is_dir() and any(output.iterdir()) and not force:
+    if output.is_dir() and any(p.name != run_folder.LOCK_FILE for p in output.iterdir()) \
+            and not force:
         raise ConfigError(f"output folder {output} is not empty; choose another --output or pass "
                           "--force to replace it")
 
@@ -97,20 +97,6 @@ def _resolve_config(dataset: str, image_size) -> MPANetConfig:
         config.model.image_height, config.model.image_width = height, width
         config.validate()
     return config
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    """Rename the finished ``staging`` folder to ``output``, replacing what ``_check_output`` allowed."""
-    old = None
-    if output.is_dir():
-        if any(output.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            os.replace(output, old / output.name)
-        else:
-            output.rmdir()
-    os.replace(staging, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_start_checkpoint(model, config: MPANetConfig, run_dir: Path) -> None:
@@ -141,16 +127,24 @@ def import_mpanet_checkpoint(checkpoint, output_dir, dataset: str = "sysu", forc
         The absolute run folder.
 
     Raises:
-        ConfigError: ``output_dir`` is a file, or not empty without ``force``; bad dataset or size.
+        ConfigError: ``output_dir`` is a file, or not empty without ``force``; bad dataset or size;
+            another process holds its lock (``FolderInUseError``).
         CheckpointError: the file is unreadable, unsafe, not a state dict, or does not match the
             model (missing, unexpected or mis-shaped tensors, non-zero ``bn_neck.bias``).
     """
-    from mpanet_tf.model import build_model
-
     checkpoint = Path(checkpoint).expanduser().absolute()
     output = Path(output_dir).expanduser().absolute()
     _check_output(output, force)
     config = _resolve_config(dataset, image_size)
+    with run_folder.folder_lock(output, "import-torch output folder"):
+        _check_output(output, force)  # again, now that no other process can write it
+        return _import(checkpoint, output, config)
+
+
+def _import(checkpoint: Path, output: Path, config: MPANetConfig) -> Path:
+    """The import itself, under the output folder's lock."""
+    from mpanet_tf.model import build_model
+
     state, num_classes = read_authors_state(checkpoint)
     digest = sha256_of(checkpoint)
     config.model.backbone_weights = str(checkpoint)
@@ -173,16 +167,10 @@ def import_mpanet_checkpoint(checkpoint, output_dir, dataset: str = "sysu", forc
         "backbone_weights_sha256": digest,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.import-", dir=output.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp's 0700 would make the run folder private
+    with run_folder.staging_folder(output) as staging:
         run_folder.atomic_write_json(staging / run_folder.CONFIG_FILE, config.to_dict())
         run_folder.atomic_write_json(staging / run_folder.RUN_FILE, meta)
         model.save(staging / run_folder.FINAL_MODEL)
         _write_start_checkpoint(model, config, staging)
-        _move_into_place(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        run_folder.replace_folder(staging, output)
     return output

@@ -192,7 +192,12 @@ class CheckpointManager:
 
     def remove_incomplete(self) -> list[str]:
         """Delete temporary files of interrupted saves and files of checkpoints without a state
-        file; returns the names removed."""
+        file; returns the names removed.
+
+        Call it only while holding the run folder's lock (:func:`mpanet_tf.run_folder.folder_lock`,
+        which ``train`` holds for the whole run): a temporary file is then never one that another
+        live process is still writing.
+        """
         if not self.folder.is_dir():
             return []
         complete = set(self.steps())

@@ -40,7 +40,8 @@ POLICIES = {"": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def is_empty_folder(path: Path) -> bool:
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+    """Absent, or a folder holding nothing but the lock file (:data:`run_folder.LOCK_FILE`)."""
+    return not path.exists() or (path.is_dir() and not any(p.name != run_folder.LOCK_FILE for p in path.iterdir()))
 
 
 def check_output(output: Path, *, resume: bool, force: bool) -> MPANetConfig | None:
@@ -72,7 +73,7 @@ def clear_run_folder(output: Path) -> None:
     if not output.is_dir():
         return
     for entry in output.iterdir():
-        if entry.name in RUN_ENTRIES or entry.name.startswith("."):
+        if (entry.name in RUN_ENTRIES or entry.name.startswith(".")) and entry.name != run_folder.LOCK_FILE:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 

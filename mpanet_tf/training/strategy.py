@@ -79,7 +79,13 @@ def read_tf_config() -> dict | None:
 def is_chief(strategy=None) -> bool:
     """True for the process that writes the run folder: the only process of a single-worker run;
     under multi-worker the ``chief`` task, or worker 0 when the cluster has no chief."""
-    config = read_tf_config() if _is_multi_worker(strategy) else None
+    return not _is_multi_worker(strategy) or is_chief_task()
+
+
+def is_chief_task() -> bool:
+    """:func:`is_chief` from ``TF_CONFIG`` alone, before a strategy exists (True without one):
+    whether this process will write, and so lock, the run folder."""
+    config = read_tf_config()
     if config is None:
         return True
     task = config.get("task", {})

@@ -37,6 +37,7 @@ from mpanet_tf.training.checkpoints import CheckpointManager
 from mpanet_tf.training.history import TensorBoardLog, make_entry, write_history
 from mpanet_tf.training.progress import InterruptFlag, RunProgress, StepMonitor
 from mpanet_tf.training.schedules import EpochSchedule
+from mpanet_tf.training.strategy import is_chief_task
 
 
 class TrainingInterrupted(Exception):
@@ -113,6 +114,7 @@ def _epoch_data(strategy, records, sampler, epoch, config, first_step, steps, ca
 
 
 # ---------------------------------------------------------------------------- train
+@run_folder.holding_lock("run folder", when=is_chief_task)  # the whole run holds the folder's lock
 def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool = False, verbose: int = 1,
           final_eval: bool = True, callbacks=(), log=None, detail_log=None) -> TrainResult:
     """Train MPANet into the run folder ``output_dir``.
