@@ -20,10 +20,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-
-from mpanet_tf.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class CliOption:
@@ -145,15 +141,3 @@ class EvalProtocol:
         """
         queries, gallery = self.test_split(reader)
         return queries, gallery, f"{self.name} test split ({len(gallery)} gallery images)", True, None
-
-
-def check_choice(value, choices, what: str) -> None:
-    """:class:`ConfigError` ``"{what} must be 'a' or 'b', got 'x'"`` unless ``value in choices``."""
-    if value not in choices:
-        names = " or ".join(repr(c) for c in choices)
-        raise ConfigError(f"{what} must be {names}, got {value!r}")
-
-
-def mean_of(results: list[dict], keys) -> dict:
-    """The mean of each of ``keys`` over ``results`` (float)."""
-    return {key: float(np.mean([r[key] for r in results])) for key in keys}

@@ -8,6 +8,10 @@
 
 One call evaluates one model on one trial's test split; the ten per-trial models of the usual
 10-trial average are combined with :func:`mpanet_tf.eval.report.combine_trials`.
+:data:`REGDB_PROTOCOL` (:class:`RegDBProtocol`, options :class:`RegDBOptions`) is the protocol the
+``regdb`` :class:`~mpanet_tf.data.registry.DatasetSpec` names. Its "trials" are train/test splits
+(``RegDBOptions.splits``, ``--trial``), unlike SYSU's repeated gallery samplings
+(``SYSUOptions.gallery_trials``, ``--trials``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ AGW protocol (``sampling="seed"``, facts §5.2, AGW data_manager.process_gallery
 Features are extracted once for the query set and the whole visible gallery pool (a
 :class:`~mpanet_tf.eval.features.FeatureSet`); each trial selects pool rows by path. Query-to-pool
 distances are computed once, in float32, for the union of the rows all trials use.
+
+:data:`SYSU_PROTOCOL` (:class:`SYSUProtocol`, options :class:`SYSUOptions`) is the protocol the
+``sysu`` :class:`~mpanet_tf.data.registry.DatasetSpec` names: its ``mpanet-tf eval`` options, the
+settings, the table labels and the evaluation during training.
 """
 
 from __future__ import annotations
