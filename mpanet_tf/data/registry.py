@@ -182,10 +182,20 @@ def load_builtin_datasets() -> None:
                                   f"imported ({error}); fix the variable or install the module") from None
 
 
+def _order(name: str) -> int:
+    """Built-in datasets first, in :data:`BUILTIN_MODULES` order (whichever module was imported
+    first), then the others in registration order."""
+    module = getattr(_REGISTRY[name].open, "__module__", "")
+    if module in BUILTIN_MODULES:
+        return BUILTIN_MODULES.index(module)
+    return len(BUILTIN_MODULES) + list(_REGISTRY).index(name)
+
+
 def dataset_names() -> tuple[str, ...]:
-    """Names of every registered dataset, in registration order (built-ins first)."""
+    """Names of every registered dataset: the built-in ones first (``sysu``, ``regdb``), then the
+    others in registration order."""
     load_builtin_datasets()
-    return tuple(_REGISTRY)
+    return tuple(sorted(_REGISTRY, key=_order))
 
 
 def describe_choices(names=None, last: str = "or") -> str:
@@ -200,7 +210,7 @@ def get_dataset(name) -> DatasetSpec:
     load_builtin_datasets()
     key = str(name).strip().lower()
     if key not in _REGISTRY:
-        raise UnknownDatasetError(f"unknown dataset {name!r}; choose one of {', '.join(_REGISTRY)}")
+        raise UnknownDatasetError(f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}")
     return _REGISTRY[key]
 
 
