@@ -100,7 +100,7 @@ class DataConfig:
     """Data and augmentation (facts §3.2-3.3).
 
     Attributes:
-        dataset: ``"sysu"`` or ``"regdb"``.
+        dataset: a registered dataset (``"sysu"``, ``"regdb"``; :mod:`mpanet_tf.data.registry`).
         data_root: dataset folder (``datasets/SYSU-MM01`` or ``datasets/RegDB`` by default).
         trial: RegDB trial 1..10.
         batch_ids: P identities per batch.
