@@ -64,24 +64,25 @@ def _click_option(option) -> click.Option:
 
 class ProtocolOptionsCommand(click.Command):
     """A command whose options are its own plus every registered protocol's (``mpanet-tf eval``),
-    inserted after the option named ``after`` and rebuilt when the registry changes."""
+    inserted after the option named ``after``; :attr:`params` is rebuilt when the registry changes."""
 
     def __init__(self, *args, after: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._own = list(self.params)
         self._after = after
         self._built_for = None
+        super().__init__(*args, **kwargs)
 
-    def _refresh(self) -> None:
+    @property
+    def params(self) -> list:
         from mpanet_tf.data.registry import registry_version
 
         version = registry_version()
-        if version == self._built_for:
-            return
-        position = next(i for i, p in enumerate(self._own) if p.name == self._after) + 1
-        self.params = [*self._own[:position], *protocol_options(), *self._own[position:]]
-        self._built_for = version
+        if version != self._built_for:
+            position = next(i for i, p in enumerate(self._own) if p.name == self._after) + 1
+            self._params = [*self._own[:position], *protocol_options(), *self._own[position:]]
+            self._built_for = version
+        return self._params
 
-    def get_params(self, ctx):
-        self._refresh()
-        return super().get_params(ctx)
+    @params.setter
+    def params(self, value) -> None:  # click.Command.__init__: the command's own options
+        self._own = list(value)
+        self._built_for = None

@@ -64,7 +64,7 @@ class UnknownDatasetError(DatasetError, ConfigError):
     """A dataset name that no :class:`DatasetSpec` is registered under (a dataset and a config error)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DatasetSpec:
     """One dataset: how to open it, its preset, its protocol and what ``dataset-info`` shows.
 

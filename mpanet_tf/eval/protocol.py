@@ -31,7 +31,9 @@ class CliOption:
 
     Attributes:
         flags: the option's spellings, e.g. ``("--mode",)`` or ``("--normalize/--no-normalize",)``.
-        dest: the parameter name (usually the options-dataclass field it sets).
+        dest: the parameter name, which is also the options-dataclass field it sets. All protocols'
+            options share one command, so name a dataset-only option after its dataset
+            (``llcm_mode``) unless it means the same thing as another protocol's.
         help: the ``--help`` text.
         default: the command-line default (a string for choices given as text).
         choices: the allowed values (a ``click.Choice``), or None.

@@ -20,28 +20,29 @@ METRICS = ("euclidean", "cosine")
 
 @dataclass
 class ToyOptions:
-    """``metric``: squared Euclidean on the raw features or on L2-normalised ones (cosine)."""
+    """``toy_metric``: squared Euclidean on the raw features or on L2-normalised ones (cosine). The
+    field is prefixed because it is also the eval command's parameter name, shared by all protocols."""
 
-    metric: str = "euclidean"
+    toy_metric: str = "euclidean"
 
 
 class ToyProtocol(EvalProtocol):
     name = "toy"
     options_type = ToyOptions
     cli_options = (
-        CliOption(("--toy-metric",), "metric", "TOY: distance of the features.", default="euclidean",
+        CliOption(("--toy-metric",), "toy_metric", "TOY: distance of the features.", default="euclidean",
                   choices=METRICS, show_default=True),
     )
 
     def validate(self, options: ToyOptions, all_settings: bool = False) -> None:
-        if options.metric not in METRICS:
-            raise ConfigError(f"--toy-metric must be euclidean or cosine, got {options.metric!r}")
+        if options.toy_metric not in METRICS:
+            raise ConfigError(f"--toy-metric must be euclidean or cosine, got {options.toy_metric!r}")
 
     def test_split(self, reader):
         return reader.test_records(True), reader.test_records(False)
 
     def settings(self, options: ToyOptions, all_settings: bool = False) -> list:
-        return list(METRICS) if all_settings else [options.metric]
+        return list(METRICS) if all_settings else [options.toy_metric]
 
     def evaluate(self, features, options: ToyOptions, *, all_settings=False, rerank=False, context=None,
                  split=None, source="features") -> list[dict]:
