@@ -7,10 +7,8 @@ import pathlib
 
 import click
 
-from mpanet_tf.config import PRESETS
+from mpanet_tf.cli.datasets import DatasetChoice, synthesizable_names
 from mpanet_tf.errors import ConfigError, DatasetError
-
-LAYOUT_NAMES = {"sysu": "SYSU-MM01", "regdb": "RegDB"}
 
 
 def _echo_table(info: dict) -> None:
@@ -20,7 +18,7 @@ def _echo_table(info: dict) -> None:
 
 
 @click.command("dataset-info")
-@click.option("--dataset", type=click.Choice(sorted(PRESETS)), default="sysu", show_default=True,
+@click.option("--dataset", type=DatasetChoice(), default="sysu", show_default=True,
               help="Which layout to read.")
 @click.option("--data-root", default=None,
               help="Dataset folder [default: datasets/SYSU-MM01 or datasets/RegDB, per --dataset].")
@@ -40,10 +38,13 @@ def dataset_info(dataset, data_root, trial, as_json, verify, skip_bad_images):
     visible test image in cameras 1,2,4,5 or 1,2) and whether exp/rand_perm_cam.mat is present.
     RegDB: the four lists of one trial.
     """
-    from mpanet_tf.data.records import load_dataset, verify_images
+    from mpanet_tf.data.records import verify_images
+    from mpanet_tf.data.registry import get_dataset
 
-    data = load_dataset(dataset, data_root or PRESETS[dataset]["data"]["data_root"], trial=trial)
-    info = {"dataset": dataset, "root": str(data.root), **data.counts()}
+    spec = get_dataset(dataset)
+    data = spec.load(data_root or spec.data_root, trial=trial)
+    counts = data.counts()
+    info = {"dataset": dataset, "root": str(data.root), **{key: counts[key] for key in spec.info_keys}}
     bad = []
     if verify:
         records = data.all_records()
@@ -65,7 +66,7 @@ def dataset_info(dataset, data_root, trial, as_json, verify, skip_bad_images):
 
 
 @click.command("synth")
-@click.option("--layout", type=click.Choice(sorted(LAYOUT_NAMES)), default="sysu", show_default=True,
+@click.option("--layout", type=DatasetChoice(synthesizable_names), default="sysu", show_default=True,
               help="Write a SYSU-MM01 or a RegDB tree.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=pathlib.Path),
               help="Output folder; it must be empty or absent unless --force.")
@@ -87,8 +88,7 @@ def synth(layout, out, ids, images_per_camera, seed, size, force):
     `mpanet-tf dataset-info`, training and evaluation exactly like the real dataset.
     """
     from mpanet_tf.config import parse_image_size
-    from mpanet_tf.data.records import load_dataset
-    from mpanet_tf.data.synthetic import generate_regdb, generate_sysu
+    from mpanet_tf.data.registry import get_dataset
 
     from mpanet_tf.run_folder import check_output_folder
 
@@ -97,21 +97,11 @@ def synth(layout, out, ids, images_per_camera, seed, size, force):
     check_output_folder(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"--out {out} is not empty; choose an empty folder or pass --force")
-    kwargs = {"seed": seed, "overwrite": force}
-    if ids is not None:
-        kwargs["ids"] = ids
-    if size is not None:
-        kwargs["size"] = parse_image_size(size)
-    if layout == "sysu":
-        if images_per_camera is not None:
-            kwargs["images_per_camera"] = images_per_camera
-        root = generate_sysu(out, **kwargs)
-    else:
-        if images_per_camera is not None:
-            kwargs["images_per_modality"] = images_per_camera
-        root = generate_regdb(out, **kwargs)
-    click.echo(f"wrote a synthetic {LAYOUT_NAMES[layout]} tree to {root}")
-    _echo_table(load_dataset(layout, root).counts())
+    spec = get_dataset(layout)
+    root = spec.synthesize(out, seed=seed, overwrite=force, ids=ids, images=images_per_camera,
+                           size=parse_image_size(size) if size is not None else None)
+    click.echo(f"wrote a synthetic {spec.title} tree to {root}")
+    _echo_table(spec.load(root).counts())
 
 
 def register(group: click.Group) -> None:

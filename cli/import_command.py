@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
+from mpanet_tf.cli.datasets import DatasetChoice
+
 
 @click.command("import-torch")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(),
               help="Run folder to write, e.g. runs/mpanet-authors (created; must be empty unless "
                    "--force).")
-@click.option("--dataset", type=click.Choice(["sysu", "regdb"]), default="sysu", show_default=True,
+@click.option("--dataset", type=DatasetChoice(), default="sysu", show_default=True,
               help="Preset written to config.json: image size, batch layout and LR milestones of "
                    "the dataset the checkpoint was trained on.")
 @click.option("--image-size", default=None,

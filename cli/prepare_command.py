@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from mpanet_tf.config import PRESETS, parse_image_size
+from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.config import parse_image_size
 
 
 @click.command("prepare")
-@click.option("--dataset", type=click.Choice(sorted(PRESETS)), default="sysu", show_default=True,
+@click.option("--dataset", type=DatasetChoice(), default="sysu", show_default=True,
               help="Which dataset layout to read.")
 @click.option("--data-root", default=None,
               help="Dataset folder [default: datasets/SYSU-MM01 or datasets/RegDB, per --dataset].")
@@ -32,16 +33,16 @@ def prepare(dataset, data_root, trial, image_size, cache_dir, skip_bad_images, n
     import json
 
     from mpanet_tf.data.cache import default_cache_dir, prepare_cache
-    from mpanet_tf.data.records import load_dataset
+    from mpanet_tf.data.registry import get_dataset
 
-    model = PRESETS[dataset]["model"]
-    size = parse_image_size(image_size) if image_size else (model["image_height"], model["image_width"])
+    spec = get_dataset(dataset)
+    size = parse_image_size(image_size) if image_size else spec.image_size
     if cache_dir:
         from mpanet_tf.run_folder import check_output_folder
 
         check_output_folder(cache_dir, "--cache-dir")
-    data = load_dataset(dataset, data_root or PRESETS[dataset]["data"]["data_root"], trial=trial)
-    records = data.all_records() if dataset == "regdb" else data.train_records()
+    data = spec.load(data_root or spec.data_root, trial=trial)
+    records = data.all_records() if spec.cache_all_records else data.train_records()
     target = cache_dir or default_cache_dir(data.root, size)
     path = prepare_cache(records, size, target, progress=not no_progress, skip_bad_images=skip_bad_images)
     index = json.loads((path / "index.json").read_text(encoding="utf-8"))

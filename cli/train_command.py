@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from mpanet_tf.cli.datasets import DatasetChoice
 from mpanet_tf.errors import ConfigError
 
 #: option name -> (config section, field, converter). Only options given on the command line
@@ -101,7 +102,9 @@ def resolve_config(ctx, params):
     base = _saved_config(output, repeat) if params["resume"] else None
     if base is None:
         if not params["dataset"]:
-            raise ConfigError("--dataset is required (sysu or regdb) unless --resume finds a run in --output")
+            from mpanet_tf.data.registry import describe_choices
+
+            raise ConfigError(f"--dataset is required ({describe_choices()}) unless --resume finds a run in --output")
         base = MPANetConfig.preset(params["dataset"])
         if params["ablation"]:
             base = base.with_ablation(params["ablation"])
@@ -116,7 +119,7 @@ def _resume_hint(output, repeat) -> str:
 
 
 @click.command("train")
-@click.option("--dataset", type=click.Choice(["sysu", "regdb"]), default=None,
+@click.option("--dataset", type=DatasetChoice(), default=None,
               help="Dataset and preset (the authors' SYSU.yml / RegDB.yml). Required unless --resume.")
 @click.option("--data-root", default=None,
               help="Dataset folder [default: the preset's, datasets/SYSU-MM01 or datasets/RegDB].")

@@ -10,6 +10,8 @@ import pathlib
 
 import click
 
+from mpanet_tf.cli.datasets import DatasetChoice
+
 _MODEL_HELP = "Run folder written by `mpanet-tf train` (or a .keras model file)."
 _EMBED_HELP = ("Run folder written by `mpanet-tf train`, a .keras file, an exported SavedModel folder "
                "or an .onnx file.")
@@ -30,7 +32,7 @@ def visualize():
 
 @visualize.command("ranks")
 @click.option("--model", "model_path", required=True, help=_EMBED_HELP)
-@click.option("--dataset", type=click.Choice(["sysu", "regdb"]), default=None,
+@click.option("--dataset", type=DatasetChoice(), default=None,
               help="Rank a protocol's test queries against its gallery (with --data-root).")
 @click.option("--data-root", default=None, help="Dataset folder for --dataset.")
 @click.option("--query-folder", default=None, type=click.Path(file_okay=False),
@@ -82,7 +84,7 @@ def patterns(model_path, image_path, scale, output, width, height):
 
 @visualize.command("tsne")
 @click.option("--model", "model_path", required=True, help=_EMBED_HELP)
-@click.option("--dataset", type=click.Choice(["sysu", "regdb"]), required=True, help="Which test split to embed.")
+@click.option("--dataset", type=DatasetChoice(), required=True, help="Which test split to embed.")
 @click.option("--data-root", required=True, help="Dataset folder.")
 @click.option("--ids", type=click.IntRange(min=1), default=8, show_default=True,
               help="Number of test identities, drawn at random with --seed among those with both modalities.")

@@ -2,7 +2,8 @@
 
 The defaults reproduce the authors' released configuration (configs/SYSU.yml and configs/RegDB.yml
 of DoubtedSteam/MPANet, see ``shared/docs/mpanet-facts.md``); presets ``"sysu"`` and ``"regdb"``
-differ only where those two files differ (image size, batch layout, LR milestones). Ablation
+differ only where those two files differ (image size, batch layout, LR milestones); each dataset's
+preset is declared with its reader (:mod:`mpanet_tf.data.registry`). Ablation
 switches of the paper's Tables 3 and 4 live in :data:`ABLATIONS`.
 
 The resolved config is written as JSON next to every checkpoint (:meth:`MPANetConfig.to_json`) and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from mpanet_tf.errors import ConfigError
@@ -98,7 +100,7 @@ class DataConfig:
     """Data and augmentation (facts §3.2-3.3).
 
     Attributes:
-        dataset: ``"sysu"`` or ``"regdb"``.
+        dataset: a registered dataset (``"sysu"``, ``"regdb"``; :mod:`mpanet_tf.data.registry`).
         data_root: dataset folder (``datasets/SYSU-MM01`` or ``datasets/RegDB`` by default).
         trial: RegDB trial 1..10.
         batch_ids: P identities per batch.
@@ -177,7 +179,7 @@ class MPANetConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def preset(cls, name: str) -> "MPANetConfig":
-        """The authors' configuration for ``"sysu"`` or ``"regdb"``."""
+        """The authors' configuration for ``"sysu"`` or ``"regdb"`` (any registered dataset)."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls.from_dict(PRESETS[name])
@@ -255,7 +257,7 @@ class MPANetConfig:
             (lo.kl_grad_side in ("specific", "paper"),
              f"loss.kl_grad_side must be 'specific' or 'paper', got {lo.kl_grad_side!r}"),
             (0.0 <= lo.update_rate <= 1.0, f"loss.update_rate must be in [0, 1], got {lo.update_rate}"),
-            (d.dataset in ("sysu", "regdb"), f"data.dataset must be 'sysu' or 'regdb', got {d.dataset!r}"),
+            (d.dataset in PRESETS, f"data.dataset must be {_quoted_choices(PRESETS)}, got {d.dataset!r}"),
             (1 <= d.trial <= 10, f"data.trial must be in 1..10, got {d.trial}"),
             (d.batch_ids >= 2, f"data.batch_ids must be >= 2, got {d.batch_ids}"),
             (d.images_per_id >= 2 and d.images_per_id % 2 == 0,
@@ -344,18 +346,30 @@ def _check_numbers(config: "MPANetConfig") -> None:
             raise ConfigError(f"--milestones (train.milestones) must be epochs >= 1, got {list(config.train.milestones)}")
 
 
-PRESETS: dict[str, dict] = {
-    "sysu": {
-        "model": {"image_height": 384, "image_width": 128},
-        "data": {"dataset": "sysu", "data_root": "datasets/SYSU-MM01", "batch_ids": 16, "images_per_id": 8},
-        "train": {"milestones": [80, 120], "epochs": 140},
-    },
-    "regdb": {
-        "model": {"image_height": 256, "image_width": 128},
-        "data": {"dataset": "regdb", "data_root": "datasets/RegDB", "batch_ids": 12, "images_per_id": 10},
-        "train": {"milestones": [110], "epochs": 140},
-    },
-}
+class _Presets(Mapping):
+    """dataset name -> config overrides of its preset, read live from the dataset registry
+    (:class:`mpanet_tf.data.registry.DatasetSpec.preset`, defined next to each reader)."""
+
+    def __getitem__(self, name):
+        from mpanet_tf.data.registry import dataset_names, get_dataset
+
+        if name not in dataset_names():
+            raise KeyError(name)
+        return get_dataset(name).config_overrides()
+
+    def __iter__(self):
+        from mpanet_tf.data.registry import dataset_names
+
+        return iter(dataset_names())
+
+    def __len__(self):
+        from mpanet_tf.data.registry import dataset_names
+
+        return len(dataset_names())
+
+
+#: The authors' configurations of each registered dataset (configs/SYSU.yml, configs/RegDB.yml).
+PRESETS: Mapping[str, dict] = _Presets()
 
 #: The ablation rows of the paper's Tables 3 and 4, as config overrides.
 ABLATIONS: dict[str, dict] = {
@@ -367,6 +381,12 @@ ABLATIONS: dict[str, dict] = {
     "mam-as-in": {"model": {"modality_attention": 2, "mam_variant": "in"}},
     "mam-as-se": {"model": {"modality_attention": 2, "mam_variant": "se"}},
 }
+
+
+def _quoted_choices(names) -> str:
+    """``"'sysu' or 'regdb'"``, ``"'sysu', 'regdb' or 'llcm'"``."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
 def parse_image_size(text: str) -> tuple[int, int]:

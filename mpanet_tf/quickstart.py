@@ -69,7 +69,7 @@ def run_quickstart(options: QuickstartOptions | None = None, log=print) -> dict:
     from mpanet_tf.data.sysu import SYSUDataset
     from mpanet_tf.eval.report import format_table
     from mpanet_tf.export import export_model
-    from mpanet_tf.training.evaluation import evaluate_model
+    from mpanet_tf.training.live_eval import evaluate_live_model
     from mpanet_tf.training.trainer import train
 
     options = options or QuickstartOptions()
@@ -87,11 +87,11 @@ def run_quickstart(options: QuickstartOptions | None = None, log=print) -> dict:
     # The trainer seeds its initialisation the same way: the untrained model is the run's start.
     keras.utils.set_random_seed(options.seed)
     untrained = build_model(config, num_classes=len(dataset.train_ids))
-    before = evaluate_model(untrained, dataset, config, log=log)["results"][0]
+    before = evaluate_live_model(untrained, dataset, config, log=log)["results"][0]
     train(config, options.output, force=True, verbose=1, final_eval=False)
 
     log(f"[3/4] SYSU-MM01 official protocol, all-search single-shot, 10 trials: {options.output}")
-    after = evaluate_model(load_model(options.output), dataset, config, log=log)["results"][0]
+    after = evaluate_live_model(load_model(options.output), dataset, config, log=log)["results"][0]
 
     log(f"[4/4] SavedModel for TF Serving -> {options.export_dir}/1")
     written = export_model(options.output, options.export_dir, formats=("savedmodel",), version=1, force=True)

@@ -1,10 +1,13 @@
-"""Plain image records shared by every dataset reader, and :func:`load_dataset`.
+"""Plain image records and the helpers every dataset reader shares.
 
 A reader turns an on-disk layout (SYSU-MM01, RegDB; facts §4) into lists of :class:`ImageRecord`.
 Nothing here imports TensorFlow: the sampler, the tf.data pipeline and the evaluators consume the
 records. The modality of a record follows the authors' rule (facts §2): cameras 3 and 6 are
 infrared, every other camera is visible; RegDB visible images get camera 2 and thermal images
 camera 3 (MPANet data/dataset.py), so the same rule holds there.
+
+The readers import this module, never the other way round; datasets are opened by name through
+:func:`mpanet_tf.data.registry.load_dataset`.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ INFRARED_CAMERAS = (3, 6)
 #: File suffixes counted as images (case-insensitive). Anything else in an identity folder
 #: (Thumbs.db, .txt notes, hidden files) is skipped.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-DATASET_NAMES = ("sysu", "regdb")
 
 
 @dataclass(frozen=True)
@@ -154,21 +155,3 @@ def verify_images(records, progress: bool = True) -> list[str]:
         if reason is not None:
             bad.append(reason)
     return bad
-
-
-def load_dataset(name: str, root, trial: int = 1):
-    """Open a dataset by name: ``"sysu"`` -> :class:`SYSUDataset`, ``"regdb"`` -> :class:`RegDBDataset`.
-
-    ``trial`` (1..10) is used by RegDB only. Raises :class:`DatasetError` for an unknown name and
-    for any layout problem the reader finds.
-    """
-    key = str(name).strip().lower()
-    if key == "sysu":
-        from mpanet_tf.data.sysu import SYSUDataset
-
-        return SYSUDataset(root)
-    if key == "regdb":
-        from mpanet_tf.data.regdb import RegDBDataset
-
-        return RegDBDataset(root, trial=trial)
-    raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")

@@ -8,15 +8,22 @@
 
 One call evaluates one model on one trial's test split; the ten per-trial models of the usual
 10-trial average are combined with :func:`mpanet_tf.eval.report.combine_trials`.
+:data:`REGDB_PROTOCOL` (:class:`RegDBProtocol`, options :class:`RegDBOptions`) is the protocol the
+``regdb`` :class:`~mpanet_tf.data.registry.DatasetSpec` names. Its "trials" are train/test splits
+(``RegDBOptions.splits``, ``--trial``), unlike SYSU's repeated gallery samplings
+(``SYSUOptions.gallery_trials``, ``--trials``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import FeatureSet
 from mpanet_tf.eval.metrics import evaluate_ranking, l2_normalize, no_junk, pairwise_squared_distance
+from mpanet_tf.eval.protocol import CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
 
 VISIBLE_CAMERA = 2
@@ -69,3 +76,94 @@ def evaluate_regdb(features: FeatureSet, direction: str = "i2v", normalize: bool
              "valid_queries": metrics.num_valid}
     return make_result([entry], dataset="regdb", regdb_mode=direction, normalize=bool(normalize),
                        rerank=bool(rerank))
+
+
+# ---------------------------------------------------------------- the protocol
+#: RegDB's ten train/test splits ("trials" in the RegDB literature), one model each.
+SPLITS = tuple(range(1, 11))
+
+
+def parse_splits(text) -> tuple:
+    """``--trial``: ``"all"`` -> 1..10; ``"3"`` -> (3,); ``"1,2,5"`` -> (1, 2, 5). ConfigError otherwise."""
+    if isinstance(text, tuple):
+        return text
+    text = str(text).strip().lower()
+    if text == "all":
+        return SPLITS
+    try:
+        splits = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"--trial must be 1..10, a comma list such as 1,2,3, or 'all'; got {text!r}") from None
+    if not splits or any(t not in SPLITS for t in splits):
+        raise ConfigError(f"--trial must be 1..10, a comma list such as 1,2,3, or 'all'; got {text!r}")
+    return splits
+
+
+@dataclass
+class RegDBOptions:
+    """The RegDB test protocol's options; the defaults are the authors' (facts §5.3, decision 7).
+
+    Attributes:
+        direction: ``"i2v"`` (thermal query, visible gallery) or ``"v2i"``; results store it as
+            ``regdb_mode``.
+        splits: the RegDB train/test splits to evaluate ("trials" 1..10), one model each
+            (``{trial}`` in the model path); several are combined into mean ± std.
+        normalize: L2-normalise before the distance (None/False: off, as the authors).
+    """
+
+    direction: str = "i2v"
+    splits: tuple = (1,)
+    normalize: bool | None = None
+
+
+class RegDBProtocol(EvalProtocol):
+    """RegDB: one split's thermal and visible test images, I->V and V->I, one model per split."""
+
+    name = "regdb"
+    options_type = RegDBOptions
+    cli_options = (
+        CliOption(("--regdb-mode",), "direction", "RegDB direction: i2v = thermal query, visible gallery; "
+                  "v2i = the reverse.", default="i2v", choices=DIRECTIONS, show_default=True),
+        CliOption(("--trial",), "splits", "RegDB trial: 1..10, a list such as 1,2,3, or 'all' (one model per "
+                  "trial via {trial} in --model).", default="1", show_default=True, parse=parse_splits),
+        CliOption(("--normalize/--no-normalize",), "normalize",
+                  "RegDB: L2-normalise the features before the distance [default: off, as the authors; "
+                  "SYSU always normalises]."),
+    )
+
+    def test_split(self, reader):
+        """The thermal and the visible test images (the i2v roles; v2i swaps them at evaluation)."""
+        return reader.test_thermal(), reader.test_visible()
+
+    def model_splits(self, options: RegDBOptions) -> tuple:
+        return tuple(options.splits)
+
+    def settings(self, options: RegDBOptions, all_settings: bool = False) -> list:
+        return list(DIRECTIONS) if all_settings else [options.direction]
+
+    def evaluate(self, features, options: RegDBOptions, *, all_settings=False, rerank=False, context=None,
+                 split=None, source="features") -> list[dict]:
+        return [evaluate_regdb(features, direction, normalize=bool(options.normalize), rerank=rerank, trial=split)
+                for direction in self.settings(options, all_settings)]
+
+    def setting_name(self, result: dict) -> str:
+        direction = {"i2v": "infrared->visible", "v2i": "visible->infrared"}.get(result.get("regdb_mode"), "?")
+        return f"RegDB {direction}"
+
+    def evaluate_during_training(self, features, reader, config, final: bool):
+        """The run's split, both directions on the raw BN-neck features, summarised by their mean
+        (as the authors' engine logs), during and at the end of training."""
+        results = self.evaluate(features, RegDBOptions(), all_settings=True, split=config.data.trial)
+        return results, results
+
+    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
+        """One split's test images in ``direction``, raw features, no camera rule."""
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"RegDB direction must be 'i2v' or 'v2i', got {direction!r}")
+        thermal, visible = reader.test_thermal(), reader.test_visible()
+        queries, gallery = (thermal, visible) if direction == "i2v" else (visible, thermal)
+        label = "thermal -> visible" if direction == "i2v" else "visible -> thermal"
+        return queries, gallery, f"RegDB trial {reader.trial}, {label} ({len(gallery)} gallery images)", False, None
+
+
+REGDB_PROTOCOL = RegDBProtocol()

@@ -2,7 +2,7 @@
 
 A result is a JSON-ready dict::
 
-    {"dataset": "sysu" | "regdb", "mode": "all" | "indoor" | None, "shots": 1 | 10 | None,
+    {"dataset": "sysu" | "regdb" | ..., "mode": "all" | "indoor" | None, "shots": 1 | 10 | None,
      "sampling": "official" | "seed" | None, "regdb_mode": "i2v" | "v2i" | None,
      "trials": T, "rank1": .., "rank5": .., "rank10": .., "rank20": .., "mAP": .., "mINP": ..,
      "rank1_std": .., ..., "mINP_std": .., "per_trial": [{"trial": t, "rank1": .., ...}, ...]}
@@ -77,15 +77,14 @@ def aggregate_repeats(results: list[dict]) -> dict:
 
 
 def setting_name(result: dict) -> str:
-    """A table label such as ``SYSU all-search single-shot`` or ``RegDB infrared->visible``."""
-    if result.get("dataset") == "regdb":
-        direction = {"i2v": "infrared->visible", "v2i": "visible->infrared"}.get(result.get("regdb_mode"), "?")
-        return f"RegDB {direction}"
-    shots = {1: "single-shot", 10: "multi-shot"}.get(result.get("shots"), f"{result.get('shots')}-shot")
-    name = f"SYSU {result.get('mode')}-search {shots}"
-    if result.get("sampling") == "seed":
-        name += " (AGW seeds)"
-    return name
+    """A table label such as ``SYSU all-search single-shot`` or ``RegDB infrared->visible``: the
+    :meth:`~mpanet_tf.eval.protocol.EvalProtocol.setting_name` of the result's dataset."""
+    from mpanet_tf.data.registry import dataset_names, get_dataset
+
+    dataset = str(result.get("dataset"))
+    if dataset not in dataset_names():
+        return dataset
+    return get_dataset(dataset).get_protocol().setting_name(result)
 
 
 def format_table(results) -> str:

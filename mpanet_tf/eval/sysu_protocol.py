@@ -17,6 +17,10 @@ AGW protocol (``sampling="seed"``, facts §5.2, AGW data_manager.process_gallery
 Features are extracted once for the query set and the whole visible gallery pool (a
 :class:`~mpanet_tf.eval.features.FeatureSet`); each trial selects pool rows by path. Query-to-pool
 distances are computed once, in float32, for the union of the rows all trials use.
+
+:data:`SYSU_PROTOCOL` (:class:`SYSUProtocol`, options :class:`SYSUOptions`) is the protocol the
+``sysu`` :class:`~mpanet_tf.data.registry.DatasetSpec` names: its ``mpanet-tf eval`` options, the
+settings, the table labels and the evaluation during training.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import os
 import random
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import FeatureSet
 from mpanet_tf.eval.metrics import evaluate_ranking, normalized_squared_distance, same_location_junk
+from mpanet_tf.eval.protocol import CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
 
 GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
@@ -250,3 +256,145 @@ def evaluate_sysu(features: FeatureSet, perm=None, mode: str = "all", shots: int
     """
     return evaluate_sysu_settings(features, ((mode, shots),), trials, sampling, perm, rerank, rerank_params,
                                   compute_dtype)[0]
+
+
+# ---------------------------------------------------------------- the protocol
+#: Cameras of SYSU query features (infrared) and of the gallery pool (visible).
+QUERY_CAMERAS = {3, 6}
+POOL_CAMERAS = {1, 2, 4, 5}
+_PERM_SOURCE_HINT = ("(or pass --rand-perm FILE; --sampling seed runs the AGW protocol, which is not "
+                     "comparable with the paper)")
+
+
+@dataclass
+class SYSUOptions:
+    """The SYSU-MM01 test protocol's options; the defaults are the paper's (facts §5.1).
+
+    Attributes:
+        mode: gallery cameras, ``"all"`` (1, 2, 4, 5) or ``"indoor"`` (1, 2).
+        shots: gallery images per (camera, identity): 1 single-shot, 10 multi-shot.
+        gallery_trials: how many gallery samplings to average (the paper's 10 "trials"; one test
+            split and one model, unlike RegDB's trials).
+        sampling: ``"official"`` (``rand_perm_cam.mat``) or ``"seed"`` (AGW's ``random.seed(trial)``).
+        rand_perm: the ``rand_perm_cam.mat`` file (None: ``DATA_ROOT/exp/rand_perm_cam.mat``).
+    """
+
+    mode: str = "all"
+    shots: int = 1
+    gallery_trials: int = 10
+    sampling: str = "official"
+    rand_perm: str | None = None
+
+
+def check_sysu_features(features, source) -> None:
+    """SYSU features must pair infrared queries (cams 3, 6) with the visible pool (cams 1, 2, 4, 5)."""
+    query, gallery = set(features.query_cams.tolist()), set(features.gallery_cams.tolist())
+    if not query <= QUERY_CAMERAS or not gallery <= POOL_CAMERAS:
+        raise DatasetError(f"features {source} are not SYSU-MM01 query/gallery features (query cameras "
+                           f"{sorted(query)}, gallery cameras {sorted(gallery)}); pass --dataset regdb for RegDB")
+
+
+class SYSUProtocol(EvalProtocol):
+    """SYSU-MM01: infrared queries against sampled visible galleries (official or AGW sampling)."""
+
+    name = "sysu"
+    options_type = SYSUOptions
+    cli_options = (
+        CliOption(("--mode",), "mode", "SYSU gallery cameras: all = 1,2,4,5; indoor = 1,2.", default="all",
+                  choices=("all", "indoor"), show_default=True),
+        CliOption(("--shots",), "shots", "SYSU gallery images per identity and camera: 1 single-shot, 10 multi-shot.",
+                  default="1", choices=("1", "10"), show_default=True, parse=int),
+        CliOption(("--trials",), "gallery_trials", "SYSU gallery samplings to average.", default=10, type=int,
+                  show_default=True),
+        CliOption(("--sampling",), "sampling",
+                  "SYSU gallery sampling: official rand_perm_cam.mat (comparable with the paper) or seed "
+                  "(AGW's random.seed(trial), single-shot only).",
+                  default="official", choices=SAMPLINGS, show_default=True),
+        CliOption(("--rand-perm",), "rand_perm", "SYSU rand_perm_cam.mat [default: DATA_ROOT/exp/rand_perm_cam.mat]."),
+    )
+
+    def options_from_cli(self, params: dict) -> SYSUOptions:
+        # RegDB's options given with --dataset sysu are refused rather than ignored.
+        if params.get("normalize") is False:
+            raise ConfigError("the SYSU protocol always L2-normalises the features (facts §5.1); "
+                              "--no-normalize applies to RegDB only")
+        if tuple(params.get("splits") or (1,)) != (1,):
+            raise ConfigError("--trial selects a RegDB trial; SYSU-MM01 has one test split (use --trials N "
+                              "for the number of gallery samplings)")
+        return super().options_from_cli(params)
+
+    def validate(self, options: SYSUOptions, all_settings: bool = False) -> None:
+        if options.sampling == "seed" and options.shots != 1 and not all_settings:
+            raise ConfigError(f"the AGW seeded protocol is single-shot only, got --shots {options.shots}; "
+                              "use --sampling official for multi-shot")
+
+    def test_split(self, reader):
+        """The infrared test images and the whole visible pool of the test ids (all four cameras)."""
+        return reader.query_records(), reader.gallery_records("all")
+
+    def prepare(self, options: SYSUOptions, data_root):
+        """The official permutations, read before any feature is extracted (None for AGW sampling)."""
+        if options.sampling != "official":
+            return None
+        from mpanet_tf.data.sysu import load_rand_perm_cam
+
+        path = options.rand_perm or os.path.join(data_root, "exp", "rand_perm_cam.mat")
+        try:
+            return load_rand_perm_cam(path)
+        except DatasetError as error:
+            raise DatasetError(f"{error} {_PERM_SOURCE_HINT}") from None
+
+    def settings(self, options: SYSUOptions, all_settings: bool = False) -> list:
+        """(mode, shots) pairs: the chosen one, or the paper's four (single-shot only when seeded)."""
+        if not all_settings:
+            return [(options.mode, int(options.shots))]
+        return [s for s in ALL_SETTINGS if options.sampling == "official" or s[1] == 1]
+
+    def evaluate(self, features, options: SYSUOptions, *, all_settings=False, rerank=False, context=None,
+                 split=None, source="features") -> list[dict]:
+        check_sysu_features(features, source)
+        return evaluate_sysu_settings(features, self.settings(options, all_settings), trials=options.gallery_trials,
+                                      sampling=options.sampling, perm=context, rerank=rerank)
+
+    def setting_name(self, result: dict) -> str:
+        shots = {1: "single-shot", 10: "multi-shot"}.get(result.get("shots"), f"{result.get('shots')}-shot")
+        name = f"SYSU {result.get('mode')}-search {shots}"
+        if result.get("sampling") == "seed":
+            name += " (AGW seeds)"
+        return name
+
+    def training_skip_reason(self, reader) -> str | None:
+        if reader.has_rand_perm:
+            return None
+        return (f"{reader.rand_perm_path} is missing; download rand_perm_cam.mat from the official SYSU-MM01 "
+                "repository (github.com/wuancong/SYSU-MM01, evaluation/data_split/) into the dataset's exp/ folder")
+
+    def evaluate_during_training(self, features, reader, config, final: bool):
+        """All-search single-shot during training, the paper's four settings at the end (official
+        sampling, 10 gallery trials); the summary is the all-search single-shot result."""
+        results = self.evaluate(features, SYSUOptions(), all_settings=final, context=reader)
+        return results, results[:1]
+
+    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
+        """The test queries and the first official single-shot gallery (the whole pool without
+        ``rand_perm_cam.mat``), with the same-location camera rule."""
+        from mpanet_tf.eval.features import feature_set_from_records
+
+        queries, pool = reader.query_records(), reader.gallery_records(mode)
+        if not queries or not pool:
+            raise DatasetError(f"SYSU-MM01 at {reader.root} has no test {'queries' if not queries else 'gallery'} "
+                               "images; check exp/test_id.txt and the camera folders")
+        if not reader.has_rand_perm:
+            return (queries, pool, f"SYSU-MM01 {mode}-search, whole gallery pool ({len(pool)} images)", True,
+                    same_location_junk)
+        # Only paths, ids and cameras decide the trial's gallery; placeholder features avoid embedding the pool.
+        placeholder = feature_set_from_records(queries, np.zeros((len(queries), 1), np.float32),
+                                               pool, np.zeros((len(pool), 1), np.float32))
+        rows = sysu_trial_galleries(placeholder, mode=mode, shots=1, trials=1, sampling="official", perm=reader)[0]
+        gallery = [pool[i] for i in rows]
+        return (queries, gallery,
+                f"SYSU-MM01 {mode}-search, official single-shot gallery of trial 1 ({len(gallery)} images)", True,
+                same_location_junk)
+
+
+SYSU_PROTOCOL = SYSUProtocol()

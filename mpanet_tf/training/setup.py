@@ -127,7 +127,7 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log):
     Raises:
         DatasetError, ConfigError, CacheError: the dataset, the batch layout or the cache.
     """
-    from mpanet_tf.data.records import load_dataset
+    from mpanet_tf.data.registry import load_dataset
     from mpanet_tf.data.sampler import IdentityPairSampler
     from mpanet_tf.training.strategy import check_replica_layout
 
@@ -158,10 +158,12 @@ def run_meta(config, dataset, num_classes, init, strategy, sampler, status) -> d
     import tensorflow as tf
 
     from mpanet_tf import __version__
+    from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.training.strategy import describe
 
+    has_splits = bool(get_dataset(config.data.dataset).splits)
     return {"status": status, "dataset": config.data.dataset, "data_root": str(getattr(dataset, "root", "")),
-            "trial": config.data.trial if config.data.dataset == "regdb" else None,
+            "trial": config.data.trial if has_splits else None,
             "num_classes": int(num_classes), "backbone_init": init, "strategy": describe(strategy),
             "replicas": int(strategy.num_replicas_in_sync),
             "iterations_per_epoch_ir_only_estimate": int(sampler.estimated_iterations_ir_only),

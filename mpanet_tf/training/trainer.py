@@ -223,7 +223,7 @@ def _train_loop(config, model, strategy, dataset, records, sampler, cache, progr
     """The epochs; returns the final evaluation (or None)."""
     from mpanet_tf.data.pipeline import DECODE_ERRORS, locate_bad_image
     from mpanet_tf.inference import embedding_function
-    from mpanet_tf.training.evaluation import evaluate_model
+    from mpanet_tf.training.live_eval import evaluate_live_model
 
     train_cfg = config.train
     schedule = EpochSchedule(config)
@@ -289,8 +289,8 @@ def _train_loop(config, model, strategy, dataset, records, sampler, cache, progr
                 due = (final_eval and last) or (train_cfg.eval_every and epoch % train_cfg.eval_every == 0)
                 if due and chief:
                     embed_fn = embed_fn or embedding_function(model, folded=False, jit=train_cfg.jit)
-                    result = evaluate_model(model, dataset, config, final=last and final_eval, embed_fn=embed_fn,
-                                            log=log)
+                    result = evaluate_live_model(model, dataset, config, final=last and final_eval,
+                                                 embed_fn=embed_fn, log=log)
                     if result is not None:
                         entry["eval"] = {**result["summary"], "seconds": result["seconds"]}
                         log(f"epoch {epoch} evaluation: rank-1 {result['summary']['rank1']:.2f}, "

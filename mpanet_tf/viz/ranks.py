@@ -1,7 +1,8 @@
 """Ranked lists: for a few queries, the query and its top-k gallery images, right ones in green.
 
 Where the queries and the gallery come from (the rankings follow the evaluators, they are not
-re-implemented here):
+re-implemented here; each dataset's protocol gives them,
+:meth:`~mpanet_tf.eval.protocol.EvalProtocol.ranked_list_sources`):
 
 - SYSU-MM01 (facts §5.1): queries are infrared test images; the gallery is the first trial of the
   official single-shot gallery (``rand_perm_cam.mat``, :func:`~mpanet_tf.eval.sysu_protocol.sysu_trial_galleries`)
@@ -30,15 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from mpanet_tf.data.records import ImageRecord, make_record
-from mpanet_tf.errors import ConfigError, DatasetError
+from mpanet_tf.errors import ConfigError
 from mpanet_tf.eval.features import extract_features
-from mpanet_tf.eval.metrics import l2_normalize, no_junk, pairwise_squared_distance, same_location_junk
+from mpanet_tf.eval.metrics import l2_normalize, no_junk, pairwise_squared_distance
 from mpanet_tf.viz.common import (
     QUERY_COLOUR, RIGHT_COLOUR, UNKNOWN_COLOUR, WRONG_COLOUR, check_output, check_size, display_image,
     image_caption, new_figure, open_embedding, save_png,
 )
 
-DIRECTIONS = ("i2v", "v2i")
 _CELL_WIDTH = 96
 _CAPTION = 30
 _HEADER = 28
@@ -124,40 +124,6 @@ def folder_records(folder, what: str) -> list[ImageRecord]:
 
     root = Path(os.path.expanduser(os.fspath(folder))).absolute()
     return [folder_record(root, p) for p in find_images(root, what)]
-
-
-def sysu_sources(data_root, mode: str = "all"):
-    """(query records, gallery records, description) of SYSU-MM01, gallery = official trial 1 or the pool."""
-    from mpanet_tf.data.sysu import SYSUDataset
-    from mpanet_tf.eval.features import feature_set_from_records
-    from mpanet_tf.eval.sysu_protocol import sysu_trial_galleries
-
-    dataset = SYSUDataset(data_root)
-    queries, pool = dataset.query_records(), dataset.gallery_records(mode)
-    if not queries or not pool:
-        raise DatasetError(f"SYSU-MM01 at {dataset.root} has no test {'queries' if not queries else 'gallery'} "
-                           "images; check exp/test_id.txt and the camera folders")
-    if not dataset.has_rand_perm:
-        return queries, pool, f"SYSU-MM01 {mode}-search, whole gallery pool ({len(pool)} images)"
-    # Only paths, ids and cameras decide the trial's gallery; placeholder features avoid embedding the pool.
-    placeholder = feature_set_from_records(queries, np.zeros((len(queries), 1), np.float32),
-                                           pool, np.zeros((len(pool), 1), np.float32))
-    rows = sysu_trial_galleries(placeholder, mode=mode, shots=1, trials=1, sampling="official", perm=dataset)[0]
-    gallery = [pool[i] for i in rows]
-    return queries, gallery, f"SYSU-MM01 {mode}-search, official single-shot gallery of trial 1 ({len(gallery)} images)"
-
-
-def regdb_sources(data_root, trial: int = 1, direction: str = "i2v"):
-    """(query records, gallery records, description) of one RegDB trial and direction."""
-    from mpanet_tf.data.regdb import RegDBDataset
-
-    if direction not in DIRECTIONS:
-        raise ConfigError(f"RegDB direction must be 'i2v' or 'v2i', got {direction!r}")
-    dataset = RegDBDataset(data_root, trial=trial)
-    thermal, visible = dataset.test_thermal(), dataset.test_visible()
-    queries, gallery = (thermal, visible) if direction == "i2v" else (visible, thermal)
-    label = "thermal -> visible" if direction == "i2v" else "visible -> thermal"
-    return queries, gallery, f"RegDB trial {trial}, {label} ({len(gallery)} gallery images)"
 
 
 # ------------------------------------------------------------------ drawing
@@ -254,7 +220,7 @@ def visualize_ranks(model, output, dataset: str | None = None, data_root=None, q
         model: a loaded model or embedder, or a run folder / ``.keras`` / SavedModel / ``.onnx`` path
             (:func:`~mpanet_tf.viz.common.open_embedding`).
         output: ``.png`` path.
-        dataset, data_root: ``"sysu"`` or ``"regdb"`` and its folder; or instead
+        dataset, data_root: a registered dataset (``"sysu"``, ``"regdb"``) and its folder; or instead
         query_folder, gallery_folder: two folders of images.
         queries: number of queries (rows), picked by :func:`pick_queries`.
         top_k: gallery images per row.
@@ -281,15 +247,12 @@ def visualize_ranks(model, output, dataset: str | None = None, data_root=None, q
     else:
         if data_root is None:
             raise ConfigError(f"--dataset {dataset} needs --data-root, the dataset folder")
-        key = str(dataset).lower()
-        if key == "sysu":
-            query_records, gallery_records, source = sysu_sources(data_root, mode)
-            normalize, junk = True, same_location_junk
-        elif key == "regdb":
-            query_records, gallery_records, source = regdb_sources(data_root, trial, direction)
-            normalize = False
-        else:
-            raise ConfigError(f"unknown dataset {dataset!r}; choose sysu or regdb")
+        from mpanet_tf.data.registry import get_dataset
+
+        spec = get_dataset(dataset)
+        reader = spec.load(data_root, trial=trial)
+        query_records, gallery_records, source, normalize, junk = spec.get_protocol().ranked_list_sources(
+            reader, mode=mode, direction=direction)
     embed_fn, size = open_embedding(model)
     chosen = [query_records[i] for i in pick_queries(queries, len(query_records), seed)]
     query_features = extract_features(embed_fn, chosen, size, batch_size, progress)

@@ -26,19 +26,13 @@ INFRARED_MARKER = "^"
 
 
 def evaluation_records(dataset: str, data_root, trial: int = 1) -> list:
-    """Every test image of a dataset (both modalities) as :class:`~mpanet_tf.data.records.ImageRecord`."""
-    key = str(dataset).lower()
-    if key == "sysu":
-        from mpanet_tf.data.sysu import SYSUDataset
+    """Every test image of a dataset (both modalities) as :class:`~mpanet_tf.data.records.ImageRecord`:
+    the query and gallery records of its protocol's test split (``trial``: the split, RegDB)."""
+    from mpanet_tf.data.registry import get_dataset
 
-        data = SYSUDataset(data_root)
-        return data.query_records() + data.gallery_records("all")
-    if key == "regdb":
-        from mpanet_tf.data.regdb import RegDBDataset
-
-        data = RegDBDataset(data_root, trial=trial)
-        return data.test_thermal() + data.test_visible()
-    raise ConfigError(f"unknown dataset {dataset!r}; choose sysu or regdb")
+    spec = get_dataset(dataset)
+    query, gallery = spec.get_protocol().test_split(spec.load(data_root, trial=trial))
+    return query + gallery
 
 
 def select_records(records, ids: int = 8, per_modality: int = 10, seed: int = 0, person_ids=None) -> list:
@@ -156,7 +150,10 @@ def visualize_tsne(model, dataset: str, data_root, output, ids: int = 8, per_mod
     points = tsne_points(features, perplexity, seed)
     person = np.array([r.person_id for r in records], dtype=np.int64)
     infrared = np.array([r.infrared for r in records], dtype=bool)
-    name = "SYSU-MM01" if str(dataset).lower() == "sysu" else f"RegDB trial {trial}"
+    from mpanet_tf.data.registry import get_dataset
+
+    spec = get_dataset(dataset)
+    name = f"{spec.title} trial {trial}" if spec.splits else spec.title
     title = f"t-SNE of {len(np.unique(person))} {name} test identities ({len(records)} images)"
     save_png(tsne_figure(points, person, infrared, width, height, title), output, width, height)
     return {"points": points, "person_ids": person, "infrared": infrared, "records": records}

@@ -91,7 +91,7 @@ def test_atomic_replace_and_bad_images(tmp_path):
 
 
 def test_prepare_command_sysu_and_regdb(tmp_path):
-    from mpanet_tf.data.records import load_dataset
+    from mpanet_tf.data.registry import load_dataset
     from mpanet_tf.data.synthetic import generate_regdb, generate_sysu
 
     runner = CliRunner()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from mpanet_tf.data.records import ImageRecord, is_infrared_camera, load_dataset
+from mpanet_tf.data.records import ImageRecord, is_infrared_camera
+from mpanet_tf.data.registry import load_dataset
 from mpanet_tf.data.sysu import SYSUDataset, load_rand_perm_cam, write_rand_perm_cam
 from mpanet_tf.errors import ConfigError, DatasetError
 

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from mpanet_tf.data.records import load_dataset
+from mpanet_tf.data.registry import load_dataset
 from mpanet_tf.data.regdb import RegDBDataset
 from mpanet_tf.errors import DatasetError
 

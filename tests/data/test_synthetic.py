@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mpanet_tf.data.records import load_dataset
+from mpanet_tf.data.registry import load_dataset
 from mpanet_tf.data.sysu import load_rand_perm_cam
 from mpanet_tf.data.synthetic import generate_regdb, generate_sysu
 from mpanet_tf.data.synthetic_draw import Pose, random_look, render_person

@@ -13,9 +13,9 @@ from __future__ import annotations
 import keras
 import pytest
 
-from mpanet_tf.data.records import load_dataset
+from mpanet_tf.data.registry import load_dataset
 from mpanet_tf.training import train
-from mpanet_tf.training.evaluation import evaluate_model
+from mpanet_tf.training.live_eval import evaluate_live_model
 from tests.training.support import IMAGE_SIZE
 
 
@@ -36,7 +36,7 @@ class EvaluateUntrained(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.result is None:
-            self.result = evaluate_model(self.model, self.dataset, self.config, log=lambda m: None)["summary"]
+            self.result = evaluate_live_model(self.model, self.dataset, self.config, log=lambda m: None)["summary"]
 
 
 def test_short_training_beats_the_untrained_model(larger_sysu, tmp_path):

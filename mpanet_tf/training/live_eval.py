@@ -1,10 +1,14 @@
-"""Evaluation during and after training (``--eval-every``), with the eval engineers' protocols.
+"""Evaluation of the model being trained (``--eval-every`` and the run's final evaluation).
 
-- SYSU-MM01 (facts §5.1, decision 6): the official ``rand_perm_cam.mat`` protocol, 10 trials.
-  During training only all-search single-shot; at the end of training the four settings of the
-  paper's table (all/indoor x single/multi-shot). Without ``exp/rand_perm_cam.mat`` the evaluation
-  is skipped with one line saying where to get the file.
-- RegDB (facts §5.3, decision 7): the run's trial, thermal->visible and visible->infrared on the
+Unlike :mod:`mpanet_tf.eval.artifacts` (``mpanet-tf eval`` over saved models and feature files),
+this evaluates a model held in memory, with the protocol's default (the paper's) options as the
+dataset's protocol defines them for training (:meth:`~mpanet_tf.eval.protocol.EvalProtocol.evaluate_during_training`):
+
+- SYSU-MM01 (facts §5.1, decision 6): the official ``rand_perm_cam.mat`` protocol, 10 gallery
+  trials. During training only all-search single-shot; at the end of training the four settings
+  of the paper's table (all/indoor x single/multi-shot). Without ``exp/rand_perm_cam.mat`` the
+  evaluation is skipped with one line saying where to get the file.
+- RegDB (facts §5.3, decision 7): the run's split, thermal->visible and visible->infrared on the
   raw BN-neck features; the summary is the mean of the two directions, as the authors' engine logs.
 
 The model evaluated is always the current one (the last epoch's at the end): no checkpoint is
@@ -33,17 +37,17 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
-def evaluate_model(model, dataset, config, *, final: bool = False, embed_fn=None, progress: bool = False,
-                   log=print) -> dict | None:
-    """Evaluate ``model`` on the test split of ``dataset``.
+def evaluate_live_model(model, dataset, config, *, final: bool = False, embed_fn=None, progress: bool = False,
+                        log=print) -> dict | None:
+    """Evaluate the in-memory ``model`` on the test split of ``dataset``.
 
     Args:
         model: the :class:`~mpanet_tf.model.MPANet` being trained.
-        dataset: the :class:`~mpanet_tf.data.sysu.SYSUDataset` or
-            :class:`~mpanet_tf.data.regdb.RegDBDataset` of the run.
+        dataset: the run's reader (:class:`~mpanet_tf.data.sysu.SYSUDataset`,
+            :class:`~mpanet_tf.data.regdb.RegDBDataset`, ...), of ``config.data.dataset``.
         config: the run's :class:`~mpanet_tf.config.MPANetConfig`.
-        final: the end-of-training evaluation (all four SYSU settings) instead of the periodic
-            one (SYSU all-search single-shot).
+        final: the end-of-training evaluation (every setting of the paper's table) instead of the
+            periodic one (SYSU all-search single-shot).
         embed_fn: reuse an embedding function from
             :func:`mpanet_tf.inference.embedding_function` (``folded=False``).
 
@@ -52,26 +56,20 @@ def evaluate_model(model, dataset, config, *, final: bool = False, embed_fn=None
         dicts of mpanet_tf.eval.report], "seconds": float}``, or None when the protocol cannot run
         (SYSU without ``rand_perm_cam.mat``).
     """
-    from mpanet_tf.eval.evaluate import EvalOptions, evaluate_features, test_split
+    from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.eval.features import extract_feature_set
     from mpanet_tf.inference import embedding_function
 
     start = time.time()
-    regdb = config.data.dataset == "regdb"
-    if not regdb and not dataset.has_rand_perm:
-        log(f"evaluation skipped: {dataset.rand_perm_path} is missing; download rand_perm_cam.mat from "
-            "the official SYSU-MM01 repository (github.com/wuancong/SYSU-MM01, evaluation/data_split/) "
-            "into the dataset's exp/ folder")
+    protocol = get_dataset(config.data.dataset).get_protocol()
+    reason = protocol.training_skip_reason(dataset)
+    if reason:
+        log(f"evaluation skipped: {reason}")
         return None
     # Not folded: the trainer reuses this function across epochs while the weights change.
     embed_fn = embed_fn or embedding_function(model, folded=False, jit=config.train.jit)
-    query, gallery = test_split(dataset)
+    query, gallery = protocol.test_split(dataset)
     features = extract_feature_set(embed_fn, query, gallery, model.image_size, EVAL_BATCH_SIZE,
                                    progress=progress, skip_bad_images=bool(config.data.skip_bad_images))
-    # SYSU: all-search single-shot during training, the paper's four settings at the end (official
-    # sampling, 10 trials); RegDB: both directions on raw BN features, summarised by their mean.
-    options = EvalOptions(dataset=config.data.dataset, all_settings=final or regdb)
-    results = evaluate_features(features, options, perm=None if regdb else dataset,
-                                trial=config.data.trial if regdb else None)
-    summary = summarize(results if regdb else results[:1])
-    return {"summary": summary, "results": results, "seconds": time.time() - start}
+    results, summarized = protocol.evaluate_during_training(features, dataset, config, final)
+    return {"summary": summarize(summarized), "results": results, "seconds": time.time() - start}
