@@ -55,7 +55,7 @@ from typing import Any, Callable, Mapping
 from mpanet_tf.errors import ConfigError, DatasetError
 
 #: Modules that register the built-in datasets when imported (in this order).
-BUILTIN_MODULES = ("mpanet_tf.data.sysu", "mpanet_tf.data.regdb")
+BUILTIN_MODULES = ("mpanet_tf.data.sysu", "mpanet_tf.data.regdb", "mpanet_tf.data.llcm", "mpanet_tf.data.manifest")
 #: Entry-point group of third-party dataset modules (each entry point names a module to import).
 ENTRY_POINT_GROUP = "mpanet_tf.datasets"
 

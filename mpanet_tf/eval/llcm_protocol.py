@@ -163,3 +163,53 @@ def evaluate_llcm_settings(features: FeatureSet, modes=tuple(MODES), trials: int
                            compute_dtype=np.float32) -> list[dict]:
     """One result per mode (``--all-settings``: both directions) on one feature set."""
     return [evaluate_llcm(features, LLCMProtocolOptions(mode, trials), compute_dtype) for mode in modes]
+
+
+# --------------------------------------------------------------- the registry's protocol
+from mpanet_tf.eval.protocol import CliOption, EvalProtocol  # noqa: E402  (protocol section)
+
+_DIRECTION_NAMES = {"i2v": "infrared->visible", "v2i": "visible->infrared"}
+
+
+class LLCMProtocol(EvalProtocol):
+    """LLCM: near-infrared and visible test images, IR->VIS and VIS->IR, 10 seeded single-shot
+    galleries (:func:`evaluate_llcm`)."""
+
+    name = "llcm"
+    options_type = LLCMProtocolOptions
+    cli_options = (
+        CliOption(("--llcm-mode",), "llcm_mode", "LLCM direction: i2v = near-infrared query, visible gallery; "
+                  "v2i = the reverse (--all-settings: both).", default="i2v", choices=tuple(MODES),
+                  show_default=True),
+    )
+
+    def options_from_cli(self, params: dict) -> LLCMProtocolOptions:
+        return LLCMProtocolOptions(mode=params.get("llcm_mode") or "i2v")
+
+    def test_split(self, reader):
+        """Every near-infrared and every visible test image (the i2v roles; v2i swaps them)."""
+        return reader.test_infrared(), reader.test_visible()
+
+    def settings(self, options: LLCMProtocolOptions, all_settings: bool = False) -> list:
+        return list(MODES) if all_settings else [options.mode]
+
+    def evaluate(self, features, options: LLCMProtocolOptions, *, all_settings=False, rerank=False, context=None,
+                 split=None, source="features") -> list[dict]:
+        if rerank:
+            raise ConfigError("--rerank is not implemented for the LLCM protocol; drop it")
+        return [evaluate_llcm(features, LLCMProtocolOptions(mode, options.trials))
+                for mode in self.settings(options, all_settings)]
+
+    def setting_name(self, result: dict) -> str:
+        return f"LLCM {_DIRECTION_NAMES.get(result.get('mode'), '?')}"
+
+    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
+        """The whole test set of one direction (``--direction``), L2-normalised (the picture keeps
+        every gallery image: a ranked-list junk rule sees cameras only, not identities)."""
+        check_mode(direction)
+        infrared, visible = reader.test_infrared(), reader.test_visible()
+        queries, gallery = (infrared, visible) if direction == "i2v" else (visible, infrared)
+        return queries, gallery, f"LLCM {_DIRECTION_NAMES[direction]} ({len(gallery)} gallery images)", True, None
+
+
+LLCM_PROTOCOL = LLCMProtocol()

@@ -122,3 +122,50 @@ def evaluate_manifest(features: FeatureSet, options: ManifestProtocolOptions = M
     single = options.gallery_sampling == "single-shot"
     return make_result(per_trial, dataset="manifest", shots=1 if single else None,
                        sampling=options.gallery_sampling, cross_modality=bool(options.cross_modality))
+
+
+# --------------------------------------------------------------- the registry's protocol
+from mpanet_tf.eval.protocol import CliOption, EvalProtocol  # noqa: E402  (protocol section)
+
+
+class ManifestProtocol(EvalProtocol):
+    """A manifest's query rows against its gallery rows (:func:`evaluate_manifest`)."""
+
+    name = "manifest"
+    options_type = ManifestProtocolOptions
+    cli_options = (
+        CliOption(("--gallery-sampling",), "gallery_sampling", "Manifest gallery: all = every gallery row once; "
+                  "single-shot = 10 seeded draws of one image per (person, camera, modality).", default="all",
+                  choices=GALLERY_SAMPLINGS, show_default=True),
+        CliOption(("--cross-modality/--any-modality",), "cross_modality", "Manifest: rank each query against "
+                  "the other modality only (default) or against the whole gallery.", default=True),
+    )
+
+    def options_from_cli(self, params: dict) -> ManifestProtocolOptions:
+        cross = params.get("cross_modality")
+        return ManifestProtocolOptions(cross_modality=True if cross is None else bool(cross),
+                                       gallery_sampling=params.get("gallery_sampling") or "all")
+
+    def test_split(self, reader):
+        """The manifest's query rows and gallery rows."""
+        return reader.query_records(), reader.gallery_records()
+
+    def settings(self, options: ManifestProtocolOptions, all_settings: bool = False) -> list:
+        return [options.gallery_sampling]
+
+    def evaluate(self, features, options: ManifestProtocolOptions, *, all_settings=False, rerank=False,
+                 context=None, split=None, source="features") -> list[dict]:
+        if rerank:
+            raise ConfigError("--rerank is not implemented for the manifest protocol; drop it")
+        return [evaluate_manifest(features, options)]
+
+    def setting_name(self, result: dict) -> str:
+        modality = "cross-modality" if result.get("cross_modality", True) else "any-modality"
+        return f"Manifest {modality} {result.get('sampling') or 'all'}"
+
+    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
+        queries, gallery = self.test_split(reader)
+        return queries, gallery, f"{reader.path.name}: query vs gallery ({len(gallery)} images)", True, None
+
+
+MANIFEST_PROTOCOL = ManifestProtocol()
