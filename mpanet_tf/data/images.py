@@ -141,6 +141,28 @@ def _declared_size(data, head, kind):
     return tf.switch_case(kind, [jpeg, png, bmp, gif, other])
 
 
+def _jpeg_complete(data):
+    """True when the JPEG has a scan (SOS marker) followed by its end (EOI marker).
+
+    A truncated JPEG is refused here, before libjpeg sees it: libjpeg writes its complaint
+    ("Premature end of JPEG data", "Improper call to JPEG library") straight to stderr, around the
+    one-line error the CLI promises. Entropy-coded data cannot hold either marker (0xFF is stuffed),
+    so the last SOS before the last EOI means the last scan ended properly.
+    """
+    import tensorflow as tf
+
+    raw = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int32)
+    flag, code = raw[:-1], raw[1:]
+    position = tf.range(tf.size(code))
+    none = tf.fill(tf.shape(position), -1)
+
+    def last(marker):
+        return tf.reduce_max(tf.concat([[-1], tf.where((flag == 0xFF) & (code == marker), position, none)], 0))
+
+    last_scan = last(0xDA)
+    return tf.logical_and(last_scan >= 0, last(0xD9) > last_scan)
+
+
 def _decode_bmp(data, head):
     """uint8 (H, W, 3) of a BMP: 24/32-bit directly, 8-bit through its palette (as PIL does)."""
     import tensorflow as tf
@@ -196,6 +218,9 @@ def decode_image_tensor(data, max_pixels: int = MAX_PIXELS):
     kind = _kind(head)
     known = _refuse(tf.not_equal(kind, _OTHER), tf.constant(UNDECODABLE))
     with tf.control_dependencies([known]):
+        complete = _refuse(tf.cond(tf.equal(kind, _JPEG), lambda: _jpeg_complete(data), lambda: tf.constant(True)),
+                           tf.constant(UNDECODABLE))
+    with tf.control_dependencies([complete]):
         height, width = _declared_size(data, head, kind)
     small = _refuse(height * width <= max_pixels, tf.strings.format(
         "{}x{} pixels, above the limit of {} megapixels; downscale the file",
