@@ -238,19 +238,9 @@ def decode_image_tensor(data, max_pixels: int = MAX_PIXELS):
 
 
 # ------------------------------------------------------------------ resizing
-def bilinear_coefficients(in_size, out_size):
-    """Pillow's bilinear resampling coefficients for one axis, computed in-graph.
-
-    Reproduces ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` of libImaging/Resample.c in the
-    same double-precision operations, in the same order (the weight sum is accumulated tap by tap).
-
-    Args:
-        in_size, out_size: int scalars (Python or tensors).
-
-    Returns:
-        ``(first, weights)``: int32 (out_size,), the first input index each output reads, and
-        int32 (out_size, taps), its fixed-point weights (22 fractional bits; 0 past the window).
-    """
+def _filter_weights(in_size, out_size):
+    """Pillow's unnormalised bilinear weights for one axis (``precompute_coeffs`` before the
+    division): int32 (out,) first input index, float64 (out, taps) weights, 0 past the window."""
     import tensorflow as tf
 
     in_size = tf.cast(in_size, tf.int32)
@@ -266,31 +256,89 @@ def bilinear_coefficients(in_size, out_size):
     tap = tf.range(taps)
     position = tf.cast(first[:, None] + tap[None, :], tf.float64)
     distance = tf.abs((position - center[:, None] + 0.5) * inverse)
-    zero = tf.zeros_like(distance)
-    weights = tf.where(tf.logical_and(distance < 1.0, tap[None, :] < count[:, None]), 1.0 - distance, zero)
-    total = tf.foldl(lambda acc, column: acc + column, tf.transpose(weights),
-                     initializer=tf.zeros([out_size], tf.float64))
+    inside = tf.logical_and(distance < 1.0, tap[None, :] < count[:, None])
+    return first, tf.where(inside, 1.0 - distance, tf.zeros_like(distance))
+
+
+def _fixed_point(weights):
+    """float64 (rows, taps) -> int32 (rows, taps): each row divided by its sum, accumulated tap by
+    tap as Pillow does (the order of a float sum matters), then ``normalize_coeffs_8bpc``."""
+    import tensorflow as tf
+
+    def add(tap, total):
+        return tap + 1, total + tf.gather(weights, tap, axis=1)
+
+    _, total = tf.while_loop(lambda tap, total: tap < tf.shape(weights)[1], add,
+                             [tf.constant(0), tf.zeros(tf.shape(weights)[:1], tf.float64)])
     safe = tf.where(total == 0.0, tf.ones_like(total), total)
     weights = tf.where(total[:, None] != 0.0, weights / safe[:, None], weights)
-    fixed = tf.cast(tf.floor(0.5 + weights * float(1 << PRECISION_BITS)), tf.int32)
-    return first, fixed
+    return tf.cast(tf.floor(0.5 + weights * float(1 << PRECISION_BITS)), tf.int32)
 
 
-def _resample_axis(image, out_size, axis):
+def bilinear_coefficients(in_size, out_size):
+    """Pillow's bilinear resampling coefficients for one axis, computed in-graph.
+
+    Reproduces ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` of libImaging/Resample.c in the
+    same double-precision operations, in the same order (the weight sum is accumulated tap by tap).
+
+    Args:
+        in_size, out_size: int scalars (Python or tensors).
+
+    Returns:
+        ``(first, weights)``: int32 (out_size,), the first input index each output reads, and
+        int32 (out_size, taps), its fixed-point weights (22 fractional bits; 0 past the window).
+    """
+    first, weights = _filter_weights(in_size, out_size)
+    return first, _fixed_point(weights)
+
+
+def _both_coefficients(in_height, height, in_width, width):
+    """The coefficients of both axes with one sequential sum (rows of both tables, zero-padded to
+    the wider one: adding 0.0 leaves a sum unchanged)."""
+    import tensorflow as tf
+
+    first_h, weights_h = _filter_weights(in_height, height)
+    first_w, weights_w = _filter_weights(in_width, width)
+    taps = tf.maximum(tf.shape(weights_h)[1], tf.shape(weights_w)[1])
+
+    def pad(weights):
+        return tf.pad(weights, [[0, 0], [0, taps - tf.shape(weights)[1]]])
+
+    fixed = _fixed_point(tf.concat([pad(weights_h), pad(weights_w)], 0))
+    fixed_h, fixed_w = fixed[:height], fixed[height:]
+    return (first_h, fixed_h[:, :tf.shape(weights_h)[1]]), (first_w, fixed_w[:, :tf.shape(weights_w)[1]])
+
+
+#: Above this many int32 products a pass loops over the taps instead of gathering them all at
+#: once (64 MB of products; only huge downscales get there).
+_GATHER_LIMIT = 1 << 24
+
+
+def _resample_axis(image, first, fixed, axis):
     """One Pillow pass along ``axis`` (-2: width, -3: height) of uint8 ``image`` -> uint8."""
     import tensorflow as tf
 
     in_size = tf.shape(image)[axis]
-    first, fixed = bilinear_coefficients(in_size, out_size)
-    broadcast = [-1, 1] if axis == -2 else [-1, 1, 1]
+    out_size, taps = tf.shape(fixed)[0], tf.shape(fixed)[1]
+    weight_shape = [-1, 1] if axis == -2 else [-1, 1, 1]
 
-    def step(tap, acc):
-        index = tf.minimum(first + tap, in_size - 1)  # past the window the weight is 0
-        pixels = tf.cast(tf.gather(image, index, axis=axis), tf.int32)
-        return tap + 1, acc + pixels * tf.reshape(fixed[:, tap], broadcast)
+    def gather_all():
+        index = tf.minimum(first[:, None] + tf.range(taps)[None, :], in_size - 1)  # weight 0 past the window
+        pixels = tf.cast(tf.gather(image, index, axis=axis), tf.int32)  # taps axis right after `axis`
+        weights = tf.reshape(fixed, [out_size, taps, *([1] * (-axis - 1))])
+        return tf.reduce_sum(pixels * weights, axis=axis)  # exact: integers below 2**31
 
-    start = tf.zeros_like(tf.gather(image, first, axis=axis), tf.int32)
-    _, acc = tf.while_loop(lambda tap, acc: tap < tf.shape(fixed)[1], step, [tf.constant(0), start])
+    def loop():
+        def step(tap, acc):
+            index = tf.minimum(first + tap, in_size - 1)
+            pixels = tf.cast(tf.gather(image, index, axis=axis), tf.int32)
+            return tap + 1, acc + pixels * tf.reshape(fixed[:, tap], weight_shape)
+
+        start = tf.zeros_like(tf.gather(image, first, axis=axis), tf.int32)
+        return tf.while_loop(lambda tap, acc: tap < taps, step, [tf.constant(0), start])[1]
+
+    products = tf.size(image, tf.int64) // tf.cast(in_size, tf.int64) * tf.cast(out_size * taps, tf.int64)
+    acc = tf.cond(products <= _GATHER_LIMIT, gather_all, loop)
     rounded = tf.bitwise.right_shift(acc + (1 << (PRECISION_BITS - 1)), PRECISION_BITS)
     return tf.cast(tf.clip_by_value(rounded, 0, 255), tf.uint8)
 
@@ -305,11 +353,12 @@ def _resample(image, height, width):
     import tensorflow as tf
 
     in_height, in_width = tf.shape(image)[-3], tf.shape(image)[-2]
+    vertical, horizontal = _both_coefficients(in_height, height, in_width, width)
     shrink = in_height - height
     vertical_first = tf.logical_and(shrink > 0, shrink > (in_width - width) * 2)
     return tf.cond(vertical_first,
-                   lambda: _resample_axis(_resample_axis(image, height, -3), width, -2),
-                   lambda: _resample_axis(_resample_axis(image, width, -2), height, -3))
+                   lambda: _resample_axis(_resample_axis(image, *vertical, -3), *horizontal, -2),
+                   lambda: _resample_axis(_resample_axis(image, *horizontal, -2), *vertical, -3))
 
 
 def resize_image_tensor(image, size):
