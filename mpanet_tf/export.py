@@ -19,8 +19,8 @@ SavedModel signatures (both return ``embeddings`` float32 (N, D), D = 14336 with
 output in inference mode, not L2-normalised, facts §1.5):
 
 - ``serving_default``: ``images`` uint8 (N, H, W, 3) RGB of any H and W, resized to the model's
-  input size with :func:`mpanet_tf.data.images.resize_image_tensor` (bilinear, antialiased,
-  ignoring the aspect ratio), exactly as evaluation does.
+  input size with :func:`mpanet_tf.data.images.resize_image_tensor` (PIL's bilinear resize, bit
+  for bit, ignoring the aspect ratio), exactly as evaluation does.
 - ``serve_encoded``: ``image_bytes`` string (N,), JPEG/PNG/BMP/GIF file contents, decoded with
   :func:`mpanet_tf.data.images.decode_image_tensor` (3 channels) and resized the same way.
 

@@ -4,13 +4,15 @@ The ONNX graph is the model's forward pass at its fixed input size:
 
 - input ``images``: float32 (N, H, W, 3) RGB in [0, 255], **already resized** to the model's size
   (H x W = ``model.image_size``, e.g. 384 x 128 for SYSU) with
-  :func:`mpanet_tf.data.images.load_image` or the same bilinear antialiased resize. The ImageNet
+  :func:`mpanet_tf.data.images.load_image` or PIL's ``Image.open(p).convert("RGB").resize((w, h),
+  Image.BILINEAR)``, which give the same pixels. The ImageNet
   normalisation is inside the graph.
 - output ``embeddings``: float32 (N, D), D = 14336 with PAM: the BN-neck feature (facts §1.5),
   not L2-normalised.
 
-Why no uint8 any-size input as in the SavedModel: TensorFlow's antialiased bilinear resize is the
-``ScaleAndTranslate`` op, which tf2onnx cannot convert, and decoding files has no ONNX op. Opset
+Why no uint8 any-size input as in the SavedModel: the SavedModel's resize (PIL's bilinear filter
+built from the dynamic input size with TensorFlow control flow) is not part of the ONNX graph, and
+decoding files has no ONNX op. Opset
 17 (:data:`DEFAULT_OPSET`) is used; ONNX Runtime >= 1.14 runs it.
 """
 
@@ -29,7 +31,7 @@ OUTPUT_NAME = "embeddings"
 def input_description(model) -> str:
     height, width = model.image_size
     return (f"{INPUT_NAME}: float32 (N, {height}, {width}, 3) RGB in [0, 255], already resized to "
-            f"{height}x{width} (bilinear, antialiased, aspect ratio ignored)")
+            f"{height}x{width} (PIL's bilinear resize, aspect ratio ignored)")
 
 
 def embedding_function(model):

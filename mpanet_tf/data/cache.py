@@ -6,8 +6,8 @@ Decoding tens of thousands of JPEGs every epoch can starve an accelerator. ``mpa
 rounds to uint8 and stores the rows in a ``.npy`` file that the training pipeline memory-maps
 (:func:`open_cache`). The augmentations are applied afterwards, identically on both paths.
 
-Rounding: the resize already rounds to whole grey levels (as the authors' PIL resize returns
-uint8), so the cached and the decoded pipelines give identical pixels (tested).
+Rounding: the resize returns PIL's uint8 pixels (as the authors' pipeline), so the cached and the
+decoded pipelines give identical pixels (tested).
 
 Layout of ``cache_dir``::
 
@@ -115,6 +115,8 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
     import tensorflow as tf
     from tqdm import tqdm
 
+    from mpanet_tf.data.images import decode_error_reason
+
     decode_errors = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)
     size = (int(size[0]), int(size[1]))
     unique = {}
@@ -148,7 +150,7 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
                 start = len(paths)
             except decode_errors as error:
                 # Deterministic order: the failure belongs to element `position`.
-                detail = (str(error).strip().splitlines() or ["undecodable"])[0][:120]
+                detail = decode_error_reason(error)
                 if not skip_bad_images:
                     raise BadImageError(paths[position], detail) from None
                 good[position] = False

@@ -1,15 +1,38 @@
 """The one image-loading path shared by training, evaluation, export and search.
 
-Images are decoded to 3 channels (a grey infrared image is replicated, facts §3.3), resized to the
-network size with bilinear interpolation ignoring the aspect ratio (antialiased, as PIL's bilinear
-resize of the authors' pipeline), and handed to the model as float32 RGB in [0, 255]. ImageNet
-normalisation happens inside the model (:func:`normalize_images`), so every consumer feeds the same
-kind of tensor.
+Every consumer (the training pipeline and its cache, evaluation, ``prepare``, ``search``,
+``visualize`` and both SavedModel signatures) gets, bit for bit, the pixels of the authors'
+pipeline, ``PIL.Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR)`` (facts §3.3), as
+float32 (h, w, 3) whole values in [0, 255]. Everything is TensorFlow ops, so the SavedModel stays
+free of Python. ImageNet normalisation happens inside the model (:func:`normalize_images`).
+
+Decoding (:func:`decode_image_tensor`), by the file's magic bytes:
+
+- JPEG: ``tf.io.decode_jpeg(dct_method="INTEGER_ACCURATE")``, libjpeg's accurate integer IDCT and
+  fancy chroma upsampling, as PIL decodes (TensorFlow's default fast IDCT differs by up to 7 grey
+  levels). Greyscale JPEGs are replicated to 3 channels, as PIL's ``convert("RGB")`` does.
+- PNG: libpng's 8-bit RGB, which equals PIL's ``convert("RGB")`` for grey, palette (transparency
+  ignored), grey+alpha and RGBA (alpha dropped) and 16-bit colour (high byte). 16-bit greyscale is
+  PIL's mode ``I;16``, which ``convert("RGB")`` saturates at 255; that is reproduced.
+- BMP: 24/32-bit as TensorFlow decodes them; 8-bit (RegDB's thermal images) through the file's
+  own palette, as PIL does. 1/4/16-bit and run-length-encoded BMPs are refused with a reason.
+- GIF: the first frame. Anything else is refused.
+
+Before any decoding the size declared in the header is checked against :data:`MAX_PIXELS`, so a
+hostile or absurd file is refused without allocating its pixels.
+
+Resizing (:func:`resize_image_tensor`) reimplements Pillow's ``ImagingResample`` for the bilinear
+filter (libImaging/Resample.c of Pillow 13): per output pixel a triangle filter whose support grows
+with the downscale factor, coefficients normalised in double precision and converted to 22-bit
+fixed point, one pass per axis, each rounded to uint8, in Pillow's order (:func:`_resample`).
+``Image.resize`` with its default ``reducing_gap=None`` does no reduce step first, so this is the
+whole of it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -19,10 +42,24 @@ from mpanet_tf.errors import BadImageError
 #: kernel and device, not the problem).
 UNDECODABLE = "truncated or not an image"
 
+#: Largest image (width x height as declared in its header) that is decoded. 50 megapixels is
+#: 50 times a full-HD frame and ~1000 times a SYSU-MM01 person crop; decoding it takes 150 MB as
+#: uint8, which a few parallel pipeline workers can afford. Larger files are refused before any
+#: pixel is allocated (a 100000x100000 header would otherwise ask for 30 GB).
+MAX_PIXELS = 50_000_000
+
+#: Pillow's fixed-point precision of resampling coefficients (libImaging/Resample.c: 32 - 8 - 2).
+PRECISION_BITS = 22
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The ImageNet mean colour in [0, 255]: the value that is 0 after normalisation.
 MEAN_PIXEL = tuple(255.0 * m for m in IMAGENET_MEAN)
+
+# An in-graph refusal carries its reason between these markers through TensorFlow's error text.
+_REASON = re.compile(r"<<(.*?)>>")
+_JPEG, _PNG, _BMP, _GIF, _OTHER = range(5)
+_HEADER_BYTES = 64
 
 
 def normalize_images(images):
@@ -34,34 +71,341 @@ def normalize_images(images):
     return (images - mean) / std
 
 
-def decode_image_tensor(data):
-    """tf string scalar (JPEG/PNG/BMP/GIF bytes) -> uint8 (H, W, 3). Graph-safe."""
+def decode_error_reason(error) -> str:
+    """The short reason of a decode failure raised by :func:`decode_image_tensor` (a TensorFlow
+    error): the refusal's own words when it is one of ours, else :data:`UNDECODABLE`."""
+    match = _REASON.search(str(error))
+    return match.group(1) if match else UNDECODABLE
+
+
+# ------------------------------------------------------------------ decoding
+def _refuse(ok, reason):
+    """An assertion op: fails with ``reason`` (a string tensor) when ``ok`` is false."""
     import tensorflow as tf
 
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    return tf.debugging.Assert(ok, [tf.strings.join(["<<", reason, ">>"])])
+
+
+def _header(data):
+    """The first :data:`_HEADER_BYTES` bytes of ``data``, zero-padded, as int64 (64,)."""
+    import tensorflow as tf
+
+    padded = tf.strings.join([tf.strings.substr(data, 0, _HEADER_BYTES), b"\0" * _HEADER_BYTES])
+    head = tf.io.decode_raw(tf.strings.substr(padded, 0, _HEADER_BYTES), tf.uint8)
+    return tf.cast(tf.reshape(head, [_HEADER_BYTES]), tf.int64)
+
+
+def _number(head, start, length, big_endian=False):
+    """Unsigned integer of ``length`` header bytes at ``start`` (int64 scalar)."""
+    value = 0
+    order = range(start, start + length) if big_endian else range(start + length - 1, start - 1, -1)
+    for index in order:
+        value = value * 256 + head[index]
+    return value
+
+
+def _kind(head):
+    import tensorflow as tf
+
+    def starts(magic):
+        return tf.reduce_all(tf.equal(head[:len(magic)], tf.constant(list(magic), tf.int64)))
+
+    kind = tf.constant(_OTHER)
+    for magic, value in ((b"GIF8", _GIF), (b"BM", _BMP), (b"\x89PNG\r\n\x1a\n", _PNG), (b"\xff\xd8\xff", _JPEG)):
+        kind = tf.where(starts(magic), tf.constant(value), kind)
+    return kind
+
+
+def _declared_size(data, head, kind):
+    """(height, width) int64 that the header declares, without decoding the pixels."""
+    import tensorflow as tf
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
+        return shape[0], shape[1]
+
+    def png():
+        return _number(head, 20, 4, big_endian=True), _number(head, 16, 4, big_endian=True)
+
+    def bmp():
+        height = _number(head, 22, 4)
+        height = tf.where(height >= 2**31, 2**32 - height, height)  # negative: a top-down BMP
+        return height, _number(head, 18, 4)
+
+    def gif():
+        return _number(head, 8, 2), _number(head, 6, 2)
+
+    def other():
+        return tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+
+    return tf.switch_case(kind, [jpeg, png, bmp, gif, other])
+
+
+def _jpeg_complete(data):
+    """True when the JPEG has a scan (SOS marker) followed by its end (EOI marker).
+
+    A truncated JPEG is refused here, before libjpeg sees it: libjpeg writes its complaint
+    ("Premature end of JPEG data", "Improper call to JPEG library") straight to stderr, around the
+    one-line error the CLI promises. Entropy-coded data cannot hold either marker (0xFF is stuffed),
+    so the last SOS before the last EOI means the last scan ended properly.
+    """
+    import tensorflow as tf
+
+    raw = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int32)
+    flag, code = raw[:-1], raw[1:]
+    position = tf.range(tf.size(code))
+    none = tf.fill(tf.shape(position), -1)
+
+    def last(marker):
+        return tf.reduce_max(tf.concat([[-1], tf.where((flag == 0xFF) & (code == marker), position, none)], 0))
+
+    last_scan = last(0xDA)
+    return tf.logical_and(last_scan >= 0, last(0xD9) > last_scan)
+
+
+def _decode_bmp(data, head):
+    """uint8 (H, W, 3) of a BMP: 24/32-bit directly, 8-bit through its palette (as PIL does)."""
+    import tensorflow as tf
+
+    dib = _number(head, 14, 4)
+    bits = _number(head, 28, 2)
+    compression = _number(head, 30, 4)
+    supported = tf.logical_and(
+        dib >= 40,
+        tf.logical_or(tf.logical_and(tf.equal(bits, 8), tf.equal(compression, 0)),
+                      tf.logical_and(tf.logical_or(tf.equal(bits, 24), tf.equal(bits, 32)),
+                                     tf.logical_or(tf.equal(compression, 0), tf.equal(compression, 3)))))
+    check = _refuse(supported, tf.strings.format(
+        "unsupported BMP variant ({}-bit, compression {}); save it as a 24-bit or 8-bit BMP, PNG or JPEG",
+        (bits, compression)))
+    with tf.control_dependencies([check]):
+        image = tf.io.decode_bmp(data, channels=3)
+
+    def paletted():
+        colours = _number(head, 46, 4)
+        colours = tf.where(tf.logical_or(colours == 0, colours > 256), tf.constant(256, tf.int64), colours)
+        raw = tf.io.decode_raw(tf.strings.substr(data, 14 + dib, 4 * colours), tf.uint8)
+        palette = tf.reverse(tf.reshape(raw, [colours, 4])[:, :3], axis=[1])  # BGRX -> RGB
+        index = tf.minimum(tf.cast(image[..., 0], tf.int64), colours - 1)
+        return tf.gather(palette, index)
+
+    return tf.cond(tf.equal(bits, 8), paletted, lambda: image)
+
+
+def _decode_png(data, head):
+    """uint8 (H, W, 3) of a PNG; 16-bit greyscale saturates at 255 as PIL's ``I;16`` -> RGB does."""
+    import tensorflow as tf
+
+    grey16 = tf.logical_and(tf.equal(head[24], 16), tf.equal(head[25], 0))
+
+    def saturated():
+        return tf.cast(tf.minimum(tf.io.decode_png(data, channels=3, dtype=tf.uint16), 255), tf.uint8)
+
+    return tf.cond(grey16, saturated, lambda: tf.io.decode_png(data, channels=3))
+
+
+def decode_image_tensor(data, max_pixels: int = MAX_PIXELS):
+    """tf string scalar (JPEG/PNG/BMP/GIF bytes) -> uint8 (H, W, 3), PIL's ``convert("RGB")``
+    pixels. Graph-safe.
+
+    A file whose header declares more than ``max_pixels`` pixels, an unsupported BMP variant or
+    bytes of no known format fail with a TensorFlow error whose reason
+    :func:`decode_error_reason` extracts.
+    """
+    import tensorflow as tf
+
+    head = _header(data)
+    kind = _kind(head)
+    known = _refuse(tf.not_equal(kind, _OTHER), tf.constant(UNDECODABLE))
+    with tf.control_dependencies([known]):
+        complete = _refuse(tf.cond(tf.equal(kind, _JPEG), lambda: _jpeg_complete(data), lambda: tf.constant(True)),
+                           tf.constant(UNDECODABLE))
+    with tf.control_dependencies([complete]):
+        height, width = _declared_size(data, head, kind)
+    small = _refuse(height * width <= max_pixels, tf.strings.format(
+        "{}x{} pixels, above the limit of {} megapixels; downscale the file",
+        (width, height, max_pixels // 1_000_000)))
+    with tf.control_dependencies([small]):
+        image = tf.switch_case(kind, [
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: _decode_png(data, head),
+            lambda: _decode_bmp(data, head),
+            lambda: tf.io.decode_gif(data)[0],
+            lambda: tf.zeros([0, 0, 3], tf.uint8),
+        ])
     image.set_shape([None, None, 3])
     return image
 
 
-def resize_image_tensor(image, size):
-    """uint8 or float (H, W, 3) or (B, H, W, 3) -> float32 at ``size`` = (h, w), whole values in
-    [0, 255].
+# ------------------------------------------------------------------ resizing
+def _filter_weights(in_size, out_size):
+    """Pillow's unnormalised bilinear weights for one axis (``precompute_coeffs`` before the
+    division): int32 (out,) first input index, float64 (out, taps) weights, 0 past the window."""
+    import tensorflow as tf
 
-    Rounded to whole grey levels because the authors' PIL resize returns uint8 before
-    ``ToTensor`` (facts §3.3); this also makes the decoded path equal the uint8 cache.
+    in_size = tf.cast(in_size, tf.int32)
+    out_size = tf.cast(out_size, tf.int32)
+    scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
+    filterscale = tf.maximum(scale, 1.0)
+    support = filterscale  # the bilinear filter's support is 1.0
+    taps = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
+    center = (tf.range(out_size, dtype=tf.float64) + 0.5) * scale
+    inverse = 1.0 / filterscale
+    first = tf.maximum(tf.cast(center - support + 0.5, tf.int32), 0)  # C's (int): truncation
+    count = tf.minimum(tf.cast(center + support + 0.5, tf.int32), in_size) - first
+    tap = tf.range(taps)
+    position = tf.cast(first[:, None] + tap[None, :], tf.float64)
+    distance = tf.abs((position - center[:, None] + 0.5) * inverse)
+    inside = tf.logical_and(distance < 1.0, tap[None, :] < count[:, None])
+    return first, tf.where(inside, 1.0 - distance, tf.zeros_like(distance))
+
+
+def _fixed_point(weights):
+    """float64 (rows, taps) -> int32 (rows, taps): each row divided by its sum, accumulated tap by
+    tap as Pillow does (the order of a float sum matters), then ``normalize_coeffs_8bpc``."""
+    import tensorflow as tf
+
+    def add(tap, total):
+        return tap + 1, total + tf.gather(weights, tap, axis=1)
+
+    _, total = tf.while_loop(lambda tap, total: tap < tf.shape(weights)[1], add,
+                             [tf.constant(0), tf.zeros(tf.shape(weights)[:1], tf.float64)])
+    safe = tf.where(total == 0.0, tf.ones_like(total), total)
+    weights = tf.where(total[:, None] != 0.0, weights / safe[:, None], weights)
+    return tf.cast(tf.floor(0.5 + weights * float(1 << PRECISION_BITS)), tf.int32)
+
+
+def bilinear_coefficients(in_size, out_size):
+    """Pillow's bilinear resampling coefficients for one axis, computed in-graph.
+
+    Reproduces ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` of libImaging/Resample.c in the
+    same double-precision operations, in the same order (the weight sum is accumulated tap by tap).
+
+    Args:
+        in_size, out_size: int scalars (Python or tensors).
+
+    Returns:
+        ``(first, weights)``: int32 (out_size,), the first input index each output reads, and
+        int32 (out_size, taps), its fixed-point weights (22 fractional bits; 0 past the window).
+    """
+    first, weights = _filter_weights(in_size, out_size)
+    return first, _fixed_point(weights)
+
+
+def _both_coefficients(in_height, height, in_width, width):
+    """The coefficients of both axes with one sequential sum (rows of both tables, zero-padded to
+    the wider one: adding 0.0 leaves a sum unchanged)."""
+    import tensorflow as tf
+
+    first_h, weights_h = _filter_weights(in_height, height)
+    first_w, weights_w = _filter_weights(in_width, width)
+    taps = tf.maximum(tf.shape(weights_h)[1], tf.shape(weights_w)[1])
+
+    def pad(weights):
+        return tf.pad(weights, [[0, 0], [0, taps - tf.shape(weights)[1]]])
+
+    fixed = _fixed_point(tf.concat([pad(weights_h), pad(weights_w)], 0))
+    fixed_h, fixed_w = fixed[:height], fixed[height:]
+    return (first_h, fixed_h[:, :tf.shape(weights_h)[1]]), (first_w, fixed_w[:, :tf.shape(weights_w)[1]])
+
+
+#: Above this many int32 products a pass loops over the taps instead of gathering them all at
+#: once (64 MB of products; only huge downscales get there).
+_GATHER_LIMIT = 1 << 24
+
+
+def _resample_axis(image, first, fixed, axis):
+    """One Pillow pass along ``axis`` (-2: width, -3: height) of uint8 ``image`` -> uint8."""
+    import tensorflow as tf
+
+    in_size = tf.shape(image)[axis]
+    out_size, taps = tf.shape(fixed)[0], tf.shape(fixed)[1]
+    weight_shape = [-1, 1] if axis == -2 else [-1, 1, 1]
+
+    def gather_all():
+        index = tf.minimum(first[:, None] + tf.range(taps)[None, :], in_size - 1)  # weight 0 past the window
+        pixels = tf.cast(tf.gather(image, index, axis=axis), tf.int32)  # taps axis right after `axis`
+        weights = tf.reshape(fixed, [out_size, taps, *([1] * (-axis - 1))])
+        return tf.reduce_sum(pixels * weights, axis=axis)  # exact: integers below 2**31
+
+    def loop():
+        def step(tap, acc):
+            index = tf.minimum(first + tap, in_size - 1)
+            pixels = tf.cast(tf.gather(image, index, axis=axis), tf.int32)
+            return tap + 1, acc + pixels * tf.reshape(fixed[:, tap], weight_shape)
+
+        start = tf.zeros_like(tf.gather(image, first, axis=axis), tf.int32)
+        return tf.while_loop(lambda tap, acc: tap < taps, step, [tf.constant(0), start])[1]
+
+    products = tf.size(image, tf.int64) // tf.cast(in_size, tf.int64) * tf.cast(out_size * taps, tf.int64)
+    acc = tf.cond(products <= _GATHER_LIMIT, gather_all, loop)
+    rounded = tf.bitwise.right_shift(acc + (1 << (PRECISION_BITS - 1)), PRECISION_BITS)
+    return tf.cast(tf.clip_by_value(rounded, 0, 255), tf.uint8)
+
+
+def _resample(image, height, width):
+    """uint8 (..., H, W, 3) -> uint8 (..., height, width, 3), Pillow's two passes in its order.
+
+    Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
+    pixels as the width does (``ImagingResampleInner``: ``in_h - h > 0 and in_h - h > 2 * (in_w -
+    w)``), else the horizontal pass first; the order changes the uint8 rounding in between.
     """
     import tensorflow as tf
 
-    image = tf.cast(image, tf.float32)
-    resized = tf.image.resize(image, size, method="bilinear", antialias=True)
-    return tf.round(tf.clip_by_value(resized, 0.0, 255.0))
+    in_height, in_width = tf.shape(image)[-3], tf.shape(image)[-2]
+    vertical, horizontal = _both_coefficients(in_height, height, in_width, width)
+    shrink = in_height - height
+    vertical_first = tf.logical_and(shrink > 0, shrink > (in_width - width) * 2)
+    return tf.cond(vertical_first,
+                   lambda: _resample_axis(_resample_axis(image, *vertical, -3), *horizontal, -2),
+                   lambda: _resample_axis(_resample_axis(image, *horizontal, -2), *vertical, -3))
+
+
+def resize_image_tensor(image, size):
+    """uint8 (H, W, 3) or (B, H, W, 3) -> float32 at ``size`` = (h, w), whole values in [0, 255].
+
+    Bit for bit PIL's ``Image.resize((w, h), Image.BILINEAR)`` of the uint8 image: two passes,
+    each rounded to uint8, in Pillow's order (facts §3.3). Any H and W (dynamic); graph-safe. A float
+    input is rounded and clipped to uint8 first.
+    """
+    import tensorflow as tf
+
+    image = tf.convert_to_tensor(image)
+    if image.dtype != tf.uint8:
+        image = tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0.0, 255.0), tf.uint8)
+    height, width = int(size[0]), int(size[1])
+    resized = tf.cast(_resample(image, height, width), tf.float32)
+    resized.set_shape([*image.shape[:-3], height, width, image.shape[-1]])
+    return resized
+
+
+# -------------------------------------------------------------- eager loading
+_LOADER = None
+
+
+def _loader():
+    """One traced function (string scalar, int32 [2]) -> float32 (h, w, 3), shared by every call."""
+    global _LOADER
+    if _LOADER is None:
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32)],
+                     autograph=False)
+        def load(data, size):
+            image = decode_image_tensor(data)
+            return tf.cast(_resample(image, size[0], size[1]), tf.float32)
+
+        _LOADER = load
+    return _LOADER
 
 
 def load_image(path, size) -> np.ndarray:
-    """Read one image file -> float32 (h, w, 3) in [0, 255] at ``size`` = (h, w).
+    """Read one image file -> float32 (h, w, 3) in [0, 255] at ``size`` = (h, w): PIL's
+    ``Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR)``, bit for bit.
 
     Raises:
-        BadImageError: the file is missing, truncated or not an image.
+        BadImageError: the file is missing, truncated, not an image, an unsupported variant or
+            above :data:`MAX_PIXELS`.
     """
     import tensorflow as tf
 
@@ -72,11 +416,10 @@ def load_image(path, size) -> np.ndarray:
     except OSError as error:
         raise BadImageError(path, error.strerror or str(error)) from None
     try:
-        image = decode_image_tensor(tf.constant(data))
-        return resize_image_tensor(image, size).numpy()
-    except (tf.errors.InvalidArgumentError, ValueError):
+        return _loader()(tf.constant(data), tf.constant([int(size[0]), int(size[1])], tf.int32)).numpy()
+    except (tf.errors.InvalidArgumentError, ValueError) as error:
         # TensorFlow's message names its kernel and device, not the file: say what it means.
-        raise BadImageError(path, UNDECODABLE) from None
+        raise BadImageError(path, decode_error_reason(error)) from None
 
 
 def check_image(path) -> str | None:

@@ -184,7 +184,13 @@ def locate_bad_image(records, candidates=None, progress=False):
             except BadImageError as error:
                 return error
     bad = find_bad_images(records, progress=progress)
-    return BadImageError(bad[0], UNDECODABLE) if bad else None
+    if not bad:
+        return None
+    try:
+        load_image(bad[0], (8, 8))  # for the decoder's reason (e.g. above the pixel cap)
+    except BadImageError as error:
+        return error
+    return BadImageError(bad[0], UNDECODABLE)
 
 
 def iterate_checked(dataset, records, sampler=None, epoch=None, start_step=0):
