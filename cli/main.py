@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "import_command",
     "quickstart_command",
     "prepare_command",
+    "index_command",
 )
 
 
