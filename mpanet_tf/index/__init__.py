@@ -9,7 +9,7 @@
 - :mod:`~mpanet_tf.index.describe`     ``index info``
 """
 
-from mpanet_tf.index.builder import add_to_index, build_index
+from mpanet_tf.index.builder import add_to_index, build_index, index_from_features
 from mpanet_tf.index.format import GalleryIndex, GalleryIndexError
 
-__all__ = ["GalleryIndex", "GalleryIndexError", "add_to_index", "build_index"]
+__all__ = ["GalleryIndex", "GalleryIndexError", "add_to_index", "build_index", "index_from_features"]

@@ -68,12 +68,13 @@ def _create(output: Path, fingerprint: str, embedder, dtype: str, batch_size: in
     try:
         (temp / EMBEDDINGS_FILE).touch()
         (temp / ENTRIES_FILE).touch()
-        size = list(embedder.image_size) if embedder.image_size else None
+        size = list(embedder.image_size) if getattr(embedder, "image_size", None) else None
+        source = getattr(embedder, "source", None)
         atomic_write_json(temp / META_FILE, {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "count": 0, "dim": None, "dtype": dtype, "embeddings_bytes": 0, "entries_bytes": 0,
-            "model": {"fingerprint": fingerprint, "kind": embedder.kind,
-                      "source": os.path.abspath(embedder.source) if embedder.source else None},
+            "model": {"fingerprint": fingerprint, "kind": getattr(embedder, "kind", None),
+                      "source": os.path.abspath(source) if source else None},
             "embedding": {"image_size": size, "dim": None, "dtype": dtype, "normalization": "l2",
                           "distance": "euclidean", "batch_size": int(batch_size), "mpanet_tf_version": __version__},
             "sources": [], "skipped": [], "pending": None, "created": _now(), "updated": _now(),
@@ -219,3 +220,31 @@ def add_to_index(index, model, images=None, dataset: str | None = None, data_roo
     embedder = load_embedder(model)
     return _update(folder, embedder, model_fingerprint(embedder), entries, source, "add", batch_size,
                    skip_bad_images, progress)
+
+
+def index_from_features(output, features, entries: list[dict], fingerprint: str, dtype: str = "float32",
+                        source: dict | None = None, chunk_rows: int | None = None) -> GalleryIndex:
+    """Write an index of precomputed embeddings (``features`` (N, D), any scale; normalised here).
+
+    For embeddings computed elsewhere (``eval --save-features``, the gallery-scale benchmark's
+    synthetic rows): ``entries`` holds one dict per row (at least ``"path"``), ``fingerprint``
+    names the model that made them (:func:`~mpanet_tf.index.fingerprint.model_fingerprint`).
+    ``features`` may be a memmap: it is read ``chunk_rows`` rows at a time (default: 128 MiB of
+    float64).
+    """
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if len(entries) != len(features):
+        raise ValueError(f"{len(features)} embeddings need as many entries, got {len(entries)}")
+    output = Path(output)
+    if output.exists():
+        raise GalleryIndexError(f"{output} already exists; choose another output")
+    chunk_rows = int(chunk_rows or max(1, 2**27 // (8 * max(1, int(features.shape[1])))))
+    _create(output, fingerprint, None, dtype, chunk_rows)
+    full = [{key: entry.get(key) for key in ("path", "person_id", "camera", "modality")} for entry in entries]
+    with write_lock(output):
+        appender = _Appender(GalleryIndex.open(output, allow_pending=True))
+        appender.write_meta(sources=[source or {"kind": "features"}])
+        for start in range(0, len(full), chunk_rows):
+            appender.append(unit_rows(features[start:start + chunk_rows]), full[start:start + chunk_rows], [])
+    return GalleryIndex.open(output)
