@@ -3,7 +3,9 @@ re-ranking of its candidates.
 
 FAISS (``faiss-cpu``) is an optional extra: ``pip install 'mpanet-tf[ann]'``. The IVF-PQ index
 (an inverted file of ``nlist`` coarse k-means cells; product quantisation of each row into ``m``
-codes of ``nbits`` bits) is trained once on a sample of the index's rows and kept beside them
+codes of ``nbits`` bits), behind a PCA to ``pca`` dims for wide embeddings (MPANet's 14,336-d
+rows go to 256 dims, which keeps training and encoding affordable on a CPU), is trained once on a
+sample of the index's rows (at most :data:`SAMPLE_BYTES` of float32) and kept beside them
 (``ann.faiss``, what it covers in ``ann.json``); rows added later are encoded and appended to it
 the next time ``--ann`` is used. A query visits ``nprobe`` cells and takes the
 ``refine x top_k`` nearest codes, whose exact distances are then recomputed from the stored rows
@@ -39,19 +41,27 @@ def require_faiss():
     return faiss
 
 
-def ann_parameters(count: int, dim: int) -> dict:
-    """Default IVF-PQ settings for ``count`` rows of ``dim`` dims.
+#: Largest training sample for the FAISS index, in bytes of float32 rows.
+SAMPLE_BYTES = 512 * 2**20
+#: Rows the PCA is trained on (its cost grows with rows^2 x dim).
+_PCA_ROWS = 2048
 
-    nlist ~ 4 sqrt(count) cells (at least 39 training rows each, as FAISS' k-means asks); m = the
-    largest divisor of ``dim`` up to 64 (sub-vectors of dim/m dims, one byte each at nbits = 8;
-    fewer bits when there are under 256 x 39 rows to train the codebooks); nprobe = nlist / 8,
-    between 1 and 64.
+
+def ann_parameters(count: int, dim: int) -> dict:
+    """Default settings for ``count`` rows of ``dim`` dims.
+
+    pca = 256 when ``dim`` > 256 and there are at least 1024 rows to fit it (else 0, no PCA); nlist ~ 4 sqrt(count) cells (at least 39
+    training rows each, as FAISS' k-means asks); m = the largest divisor of the (reduced) dim up to
+    64 (one byte per sub-vector at nbits = 8; fewer bits when there are under 256 x 39 rows to train
+    the codebooks); nprobe = nlist / 8, between 1 and 64.
     """
     count, dim = max(1, int(count)), int(dim)
+    pca = 256 if dim > 256 and count >= 1024 else 0
+    reduced = pca or dim
     nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))
-    m = max(d for d in range(1, min(64, dim) + 1) if dim % d == 0)
+    m = max(d for d in range(1, min(64, reduced) + 1) if reduced % d == 0)
     nbits = max(1, min(8, int(math.log2(max(2, count // 39)))))
-    return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": max(1, min(64, nlist // 8))}
+    return {"pca": pca, "nlist": nlist, "m": m, "nbits": nbits, "nprobe": max(1, min(64, nlist // 8))}
 
 
 def _rows_f32(rows, start: int, stop: int) -> np.ndarray:
@@ -60,12 +70,25 @@ def _rows_f32(rows, start: int, stop: int) -> np.ndarray:
 
 def _train(faiss, index: GalleryIndex, params: dict, seed: int):
     rows = index.embeddings()
-    quantizer = faiss.IndexFlatL2(index.dim)
-    ann = faiss.IndexIVFPQ(quantizer, index.dim, params["nlist"], params["m"], params["nbits"])
-    sample_size = min(index.count, max(256 * 39, 39 * params["nlist"]), 65536)
+    reduced = params["pca"] or index.dim
+    sample_size = min(index.count, max(256 * 39, 39 * params["nlist"]), max(1, SAMPLE_BYTES // (4 * index.dim)))
     picked = np.sort(np.random.default_rng(seed).choice(index.count, size=sample_size, replace=False))
-    ann.train(np.ascontiguousarray(rows[picked], dtype=np.float32))
+    sample = np.ascontiguousarray(rows[picked], dtype=np.float32)
+    pq = f"PQ{params['m']}x{params['nbits']}"
+    if not params["pca"]:
+        ann = faiss.index_factory(index.dim, f"IVF{params['nlist']},{pq}")
+        ann.train(sample)
+        return ann
+    ann = faiss.index_factory(index.dim, f"PCA{reduced},IVF{params['nlist']},{pq}")
+    pca = faiss.downcast_VectorTransform(ann.chain.at(0))
+    pca.train(sample[:_PCA_ROWS])
+    faiss.downcast_index(ann.index).train(pca.apply(sample))
+    ann.is_trained = True
     return ann
+
+
+def _set_nprobe(faiss, ann, nprobe: int) -> None:
+    faiss.extract_index_ivf(ann).nprobe = int(nprobe)
 
 
 def prepare_ann(index: GalleryIndex, params: dict | None = None, seed: int = 0):
@@ -121,7 +144,7 @@ def ann_search(index: GalleryIndex, queries, top_k: int = 10, nprobe: int | None
     ann, settings = prepared or prepare_ann(index)
     queries = unit_rows(queries)
     k = max(1, min(int(top_k), index.count))
-    ann.nprobe = int(nprobe or settings["nprobe"])
+    _set_nprobe(require_faiss(), ann, nprobe or settings["nprobe"])
     _, candidates = ann.search(np.ascontiguousarray(queries, dtype=np.float32), min(index.count, refine * k))
     rows = index.embeddings()
     indices = np.full((len(queries), k), -1, np.int64)
