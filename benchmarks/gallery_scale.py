@@ -17,7 +17,7 @@ Per case ``COUNT:DIM:DTYPE``:
 - with ``--rank-metrics``: R1/mAP of the queries' identities over the gallery in float32 and in
   float16 storage (full exact ranking).
 
-Run: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/gallery_scale.py --workdir /tmp/gs``
+Run: ``OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/gallery_scale.py --workdir /tmp/gs``
 (the index folders are deleted afterwards unless ``--keep``).
 """
 
