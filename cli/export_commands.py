@@ -46,8 +46,13 @@ def export_command(model_path, fmt, output, version, opset, force):
                    "an .onnx file, a run folder or a .keras file.")
 @click.option("--query", required=True, type=click.Path(),
               help="The query image (visible or infrared).")
-@click.option("--gallery", required=True, type=click.Path(),
-              help="Folder searched recursively for .jpg/.jpeg/.png/.bmp images (either modality).")
+@click.option("--gallery", default=None, type=click.Path(),
+              help="Folder searched recursively for .jpg/.jpeg/.png/.bmp images (either modality), embedded now.")
+@click.option("--index", "index_path", default=None, type=click.Path(),
+              help="Instead of --gallery: a gallery index written by `mpanet-tf index build` (only the query "
+                   "is embedded; the index must come from the same --model).")
+@click.option("--ann", is_flag=True, help="With --index: approximate FAISS IVF-PQ search (pip install "
+                                          "'mpanet-tf[ann]'); default exact.")
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many matches to print and draw.")
 @click.option("--output", type=click.Path(), default=None,
@@ -57,26 +62,30 @@ def export_command(model_path, fmt, output, version, opset, force):
               help="Gallery images per forward pass.")
 @click.option("--skip-bad-images", is_flag=True,
               help="Leave undecodable gallery files out and report how many (default: stop at the first).")
-def search_command(model_path, query, gallery, top_k, output, batch_size, skip_bad_images):
+def search_command(model_path, query, gallery, index_path, ann, top_k, output, batch_size, skip_bad_images):
     """Rank every image under GALLERY against the QUERY image.
 
     Distance: Euclidean distance between L2-normalised embeddings, in [0, 2]; smaller is more
     similar (the SYSU-MM01 evaluation's ranking). Prints rank, distance and path of the top-k.
     """
     from mpanet_tf.errors import printable
-    from mpanet_tf.search import search
+    from mpanet_tf.search import search, search_index
 
+    if (gallery is None) == (index_path is None) or (ann and index_path is None):
+        raise click.UsageError("pass exactly one of --gallery FOLDER and --index INDEX (--ann needs --index)")
     if output:   # checked before the gallery is embedded
         from mpanet_tf.viz.common import check_output
 
         check_output(output)
-    result = search(model_path, query, gallery, batch_size=batch_size, skip_bad_images=skip_bad_images)
+    if index_path is not None:
+        result = search_index(model_path, query, index_path, top_k=top_k, ann=ann)
+    else:
+        result = search(model_path, query, gallery, batch_size=batch_size, skip_bad_images=skip_bad_images)
     if result.skipped:
         count = len(result.skipped)
         click.echo(printable(f"Warning: skipped {count} undecodable gallery file{'s' if count > 1 else ''}, the "
                              f"first {result.skipped[0]}"), err=True)
-
-    click.echo(printable(f"query: {result.query}  ({len(result.paths)} gallery images)"))
+    click.echo(printable(f"query: {result.query}  ({result.gallery_size} gallery images)"))
     click.echo(f"{'rank':>4}  {'distance':>8}  path")
     top = result.top(top_k)
     for rank, distance, path in top:
@@ -85,7 +94,7 @@ def search_command(model_path, query, gallery, top_k, output, batch_size, skip_b
         from mpanet_tf.viz.ranked_list import draw_ranked_list
 
         picture = draw_ranked_list(result.query, [p for _, _, p in top], [d for _, d, _ in top], output,
-                                   title=f"query {result.query.name}: top {len(top)} of {len(result.paths)}")
+                                   title=f"query {result.query.name}: top {len(top)} of {result.gallery_size}")
         click.echo(f"picture: {picture}")
 
 

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "quickstart_command",
     "prepare_command",
     "manifest_command",
+    "index_command",
 )
 
 

@@ -51,6 +51,11 @@ def find_images(folder, what: str = "gallery") -> list[Path]:
 def rank_by_distance(query_feature, gallery_features):
     """Rank a gallery against one query by the Euclidean distance of L2-normalised features.
 
+    The gallery rows are normalised and stored as float32 exactly as a gallery index stores them
+    (:mod:`mpanet_tf.index`), and ranked by the index's exact search
+    (:func:`mpanet_tf.index.exact.exact_search`), so ``search --gallery`` and ``search --index``
+    over the same images return the same ranking.
+
     Args:
         query_feature: (D,) embedding.
         gallery_features: (G, D) embeddings.
@@ -59,13 +64,12 @@ def rank_by_distance(query_feature, gallery_features):
         (order (G,) int indices best first, distances (G,) float32 in that order). Ties keep the
         gallery order.
     """
+    from mpanet_tf.index.exact import exact_search, unit_rows
+
     query = np.asarray(query_feature, dtype=np.float64).reshape(-1)
-    gallery = np.asarray(gallery_features, dtype=np.float64).reshape(-1, query.size)
-    query = query / max(np.linalg.norm(query), 1e-12)
-    gallery = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
-    distances = np.linalg.norm(gallery - query, axis=1)
-    order = np.argsort(distances, kind="stable")
-    return order, distances[order].astype(np.float32)
+    gallery = unit_rows(np.asarray(gallery_features).reshape(-1, query.size)).astype(np.float32)
+    order, distances = exact_search(query, gallery)
+    return order[0], distances[0]
 
 
 @dataclass
@@ -77,17 +81,38 @@ class SearchResult:
         paths: every embedded gallery image, best match first.
         distances: (G,) float32, ascending.
         skipped: undecodable gallery files left out (with ``skip_bad_images``).
+        gallery_size: images in the gallery (more than ``paths`` when only the top-k was ranked).
     """
 
     query: Path
     paths: list[Path]
     distances: np.ndarray
     skipped: list[Path] = field(default_factory=list)
+    gallery_size: int = 0
+
+    def __post_init__(self):
+        self.gallery_size = self.gallery_size or len(self.paths)
 
     def top(self, k: int) -> list[tuple[int, float, Path]]:
         """[(rank starting at 1, distance, path)] for the first ``k`` matches."""
         return [(rank, float(d), p) for rank, (d, p) in
                 enumerate(zip(self.distances[:k], self.paths[:k]), start=1)]
+
+
+def embed_query(embedder: Embedder, query) -> np.ndarray:
+    """(1, D) embedding of the query image file.
+
+    Raises:
+        DatasetError: the query cannot be read or decoded (one line naming it).
+    """
+    from mpanet_tf.eval.features import extract_features
+
+    size = embedder.image_size or (1, 1)  # only the bytes-fed SavedModel has no size, and needs none
+    try:
+        return extract_features(embedder.embed, [os.fspath(query)], size, 1, progress=False)
+    except BadImageError as error:
+        raise DatasetError(f"cannot use query image {query}: {str(error).split('; ')[0]}; "
+                           "pass a readable JPEG/PNG/BMP file with --query") from None
 
 
 def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = False,
@@ -111,11 +136,7 @@ def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = 
     embedder = model if isinstance(model, Embedder) else load_embedder(model)
     paths = find_images(gallery) if isinstance(gallery, (str, os.PathLike)) else [Path(p) for p in gallery]
     size = embedder.image_size or (1, 1)  # only the bytes-fed SavedModel has no size, and needs none
-    try:
-        query_feature = extract_features(embedder.embed, [os.fspath(query)], size, 1, progress=False)
-    except BadImageError as error:
-        raise DatasetError(f"cannot use query image {query}: {str(error).split('; ')[0]}; "
-                           "pass a readable JPEG/PNG/BMP file with --query") from None
+    query_feature = embed_query(embedder, query)
     result = extract_features(embedder.embed, [os.fspath(p) for p in paths], size, int(batch_size),
                               progress=progress, skip_bad_images=skip_bad_images)
     skipped = []
@@ -130,3 +151,35 @@ def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = 
         raise DatasetError(f"no decodable image in gallery {gallery}; all {len(skipped)} files failed to decode")
     order, distances = rank_by_distance(query_feature[0], features)
     return SearchResult(Path(query), [paths[i] for i in order], distances, skipped)
+
+
+def search_index(model, query, index, top_k: int = 10, ann: bool = False, nprobe: int | None = None) -> SearchResult:
+    """Rank the images of a gallery index (``mpanet-tf index build``) against ``query``, embedding
+    only the query.
+
+    Exact by default (:func:`mpanet_tf.index.exact.exact_search` over the memory-mapped rows: the
+    ranking ``search`` returns for the same images); ``ann`` uses the FAISS IVF-PQ candidates
+    (:func:`mpanet_tf.index.ann.ann_search`).
+
+    Raises:
+        GalleryIndexError: a missing, corrupt, unfinished or foreign index, or one built by another
+            model than ``model`` (one line).
+    """
+    from mpanet_tf.index.exact import exact_search
+    from mpanet_tf.index.fingerprint import model_fingerprint
+    from mpanet_tf.index.format import GalleryIndex
+
+    opened = GalleryIndex.open(index)
+    embedder = model if isinstance(model, Embedder) else load_embedder(model)
+    opened.check_model(model_fingerprint(embedder), embedder.source or "the given model")
+    if opened.count == 0:
+        raise DatasetError(f"gallery index {opened.path} holds no image; add some with `mpanet-tf index add`")
+    query_feature = embed_query(embedder, query)
+    if ann:
+        from mpanet_tf.index.ann import ann_search
+
+        order, distances = ann_search(opened, query_feature, top_k, nprobe=nprobe)
+    else:
+        order, distances = exact_search(query_feature, opened.embeddings(), top_k=top_k)
+    paths = [Path(opened.entries[i]["path"]) for i in order[0] if i >= 0]
+    return SearchResult(Path(query), paths, distances[0][:len(paths)], gallery_size=opened.count)

@@ -1,15 +1,10 @@
-"""The ranked-list picture: a query image followed by its top-k gallery matches.
+"""The ranked-list picture of ``mpanet-tf search --output``: a query followed by its top-k matches.
 
-::
-
-    +-------+   +-------+-------+-------+
-    | query |   |   1   |   2   |   3   |  ...
-    |       |   | 0.412 | 0.587 | 0.601 |
-    +-------+   +-------+-------+-------+
-
-Each thumbnail is resized to ``thumb_size`` (H, W), ignoring the aspect ratio as the model does,
-and captioned with its rank and distance. With ``matches`` (one bool per shown image) each frame
-is green for a true match and red otherwise, as in re-ID papers' ranking figures. Pillow only.
+Drawn by the one ranked-list drawer of the project, :func:`mpanet_tf.viz.ranks.draw_ranks` (the
+picture of ``mpanet-tf visualize ranks``), as a single row: the query in a blue frame, then each
+match captioned with its rank and distance, framed green for a true match and red otherwise when
+``matches`` is given, grey when unknown. Needs matplotlib (the ``viz`` extra). The picture is a
+PNG; other suffixes (.jpg, .bmp, .pdf) are converted from it with Pillow.
 """
 
 from __future__ import annotations
@@ -17,22 +12,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mpanet_tf.errors import ConfigError
+import numpy as np
 
-MATCH_COLOUR = (40, 160, 40)
-MISMATCH_COLOUR = (200, 40, 40)
-PLAIN_COLOUR = (150, 150, 150)
-BACKGROUND = (255, 255, 255)
-TEXT_COLOUR = (0, 0, 0)
+from mpanet_tf.errors import ConfigError
+from mpanet_tf.viz.common import RIGHT_COLOUR, UNKNOWN_COLOUR, WRONG_COLOUR
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+MATCH_COLOUR = _rgb(RIGHT_COLOUR)
+MISMATCH_COLOUR = _rgb(WRONG_COLOUR)
+PLAIN_COLOUR = _rgb(UNKNOWN_COLOUR)
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pdf")
 
 
-def _thumbnail(path, thumb_size):
-    from PIL import Image
+def _record(path):
+    from mpanet_tf.data.records import ImageRecord
 
-    height, width = thumb_size
-    with Image.open(path) as image:
-        return image.convert("RGB").resize((width, height), Image.BILINEAR)
+    path = Path(path)
+    return ImageRecord(path=os.fspath(path), relpath=path.name, person_id=-1, camera=-1, infrared=False)
 
 
 def draw_ranked_list(query, ranked, distances, output, matches=None, thumb_size=(128, 64),
@@ -45,7 +45,8 @@ def draw_ranked_list(query, ranked, distances, output, matches=None, thumb_size=
         distances: one float per ranked image.
         output: picture file; the suffix picks the format (.png, .jpg, .bmp, .pdf).
         matches: optional bools, one per ranked image (True = same identity as the query).
-        thumb_size: (height, width) of every thumbnail in pixels.
+        thumb_size: (height, width) at which the images are loaded; the cells are 96 px wide at
+            this aspect ratio (:func:`mpanet_tf.viz.ranks.default_size`).
         title: optional line above the picture.
 
     Returns:
@@ -54,38 +55,29 @@ def draw_ranked_list(query, ranked, distances, output, matches=None, thumb_size=
     Raises:
         ConfigError: an unsupported picture suffix or mismatched list lengths.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from mpanet_tf.viz.ranks import RankedRow, draw_ranks
 
     output = Path(output)
-    if output.suffix.lower() not in PICTURE_SUFFIXES:
+    suffix = output.suffix.lower()
+    if suffix not in PICTURE_SUFFIXES:
         raise ConfigError(f"cannot write a picture to {output}: use one of {', '.join(PICTURE_SUFFIXES)}")
     ranked, distances = list(ranked), [float(d) for d in distances]
     if len(ranked) != len(distances) or (matches is not None and len(matches) != len(ranked)):
         raise ConfigError(f"ranked list of {len(ranked)} images needs as many distances and matches, got "
                           f"{len(distances)} and {len(matches) if matches is not None else 'none'}")
-    height, width = int(thumb_size[0]), int(thumb_size[1])
-    font = ImageFont.load_default()
-    pad, frame, caption = 6, 3, 16
-    top = caption if title else 0
-    cell_w, cell_h = width + 2 * frame + pad, height + 2 * frame + 2 * caption
-    gap = 3 * pad  # extra space between the query and the ranked list
-    canvas = Image.new("RGB", (pad + cell_w * (len(ranked) + 1) + gap, top + cell_h + pad), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((pad, 2), title, fill=TEXT_COLOUR, font=font)
+    correct = [None] * len(ranked) if matches is None else [bool(m) for m in matches]
+    row = RankedRow(_record(query), [_record(p) for p in ranked], np.asarray(distances, np.float64), correct)
+    size = (int(thumb_size[0]), int(thumb_size[1]))
+    if suffix == ".png":
+        return draw_ranks([row], output, size, title=title or "")
+    from PIL import Image
 
-    def put(index, path, colour, lines):
-        left = pad + index * cell_w + (gap if index else 0)
-        draw.rectangle([left, top, left + width + 2 * frame - 1, top + height + 2 * frame - 1], fill=colour)
-        canvas.paste(_thumbnail(path, (height, width)), (left + frame, top + frame))
-        for row, text in enumerate(lines):
-            draw.text((left, top + height + 2 * frame + 2 + row * (caption - 4)), text, fill=TEXT_COLOUR,
-                      font=font)
-
-    put(0, query, PLAIN_COLOUR, ["query"])
-    for rank, (path, distance) in enumerate(zip(ranked, distances), start=1):
-        colour = PLAIN_COLOUR if matches is None else (MATCH_COLOUR if matches[rank - 1] else MISMATCH_COLOUR)
-        put(rank, path, colour, [f"#{rank}", f"{distance:.3f}"])
     output.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(os.fspath(output))
+    temp = output.with_name(f".{output.name}.{os.getpid()}.png")
+    try:
+        draw_ranks([row], temp, size, title=title or "")
+        with Image.open(temp) as picture:
+            picture.convert("RGB").save(output)
+    finally:
+        temp.unlink(missing_ok=True)
     return output

@@ -1,0 +1,171 @@
+"""Gallery-index scale: build time, size on disk, exact and ANN query latency, ANN recall@10.
+
+Synthetic embeddings stand in for a gallery (MPANet embeddings cost ~0.1 s per image to compute on
+this CPU, measured in the inference sections; this benchmark measures the index, not the model):
+``ids`` identity centres ~ N(0, I) and rows = centre[id] + ``sigma`` * N(0, I), generated block by
+block from fixed seeds (never the whole gallery in memory), written with
+:func:`mpanet_tf.index.index_from_features` (normalise + append + fsync + commit, as ``index build``
+does after embedding). Queries are fresh noisy draws of random centres.
+
+Per case ``COUNT:DIM:DTYPE``:
+
+- build: seconds to write the index; size: bytes on disk;
+- exact: latency of one query (``exact_search`` over the memory-mapped rows, full top-10), median
+  of ``--repeats``; and per query within one batch of ``--queries`` queries;
+- ann: FAISS IVF-PQ (:mod:`mpanet_tf.index.ann`) preparation time (train + add), latency of one
+  query (median), recall@10 against the exact top-10 over ``--queries`` queries;
+- with ``--rank-metrics``: R1/mAP of the queries' identities over the gallery in float32 and in
+  float16 storage (full exact ranking).
+
+Run: ``OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/gallery_scale.py --workdir /tmp/gs``
+(the index folders are deleted afterwards unless ``--keep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+BLOCK = 1024
+
+
+class SyntheticRows:
+    """(count, dim) rows generated on demand, block by block, from fixed seeds (slices only)."""
+
+    def __init__(self, count: int, dim: int, ids: int, sigma: float, seed: int = 0):
+        self.shape, self.sigma, self.seed = (int(count), int(dim)), float(sigma), int(seed)
+        rng = np.random.default_rng([seed, 0])
+        self.centres = rng.standard_normal((ids, dim), dtype=np.float32)
+        self.ids = rng.integers(0, ids, count)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def _block(self, number: int) -> np.ndarray:
+        start, stop = number * BLOCK, min(self.shape[0], (number + 1) * BLOCK)
+        noise = np.random.default_rng([self.seed, 1, number]).standard_normal((stop - start, self.shape[1]),
+                                                                            dtype=np.float32)
+        return self.centres[self.ids[start:stop]] + self.sigma * noise
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        start, stop, _ = item.indices(self.shape[0])
+        blocks = [self._block(b) for b in range(start // BLOCK, (stop - 1) // BLOCK + 1)] if stop > start else []
+        rows = np.concatenate(blocks) if blocks else np.zeros((0, self.shape[1]), np.float32)
+        return rows[start - (start // BLOCK) * BLOCK:][:stop - start]
+
+    def queries(self, count: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, 2, seed])
+        ids = rng.integers(0, len(self.centres), count)
+        return self.centres[ids] + self.sigma * rng.standard_normal((count, self.shape[1]), dtype=np.float32), ids
+
+
+def _median_time(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _rank_metrics(queries, query_ids, index, gallery_ids) -> tuple[float, float]:
+    from mpanet_tf.eval.metrics import evaluate_ranking
+    from mpanet_tf.index.exact import exact_search
+
+    order, distances = exact_search(queries, index.embeddings())
+    distmat = np.empty(order.shape)
+    np.put_along_axis(distmat, order, distances, axis=1)
+    metrics = evaluate_ranking(distmat, query_ids, np.zeros(len(query_ids)), gallery_ids, np.ones(len(gallery_ids)))
+    return float(metrics.cmc[0]), float(metrics.mAP)
+
+
+def run_case(workdir: Path, count: int, dim: int, dtype: str, args) -> dict:
+    from mpanet_tf.index import index_from_features
+    from mpanet_tf.index.exact import exact_search
+
+    ids = max(10, min(10_000, count // 20))
+    rows = SyntheticRows(count, dim, ids, args.sigma)
+    entries = [{"path": f"synthetic/{i:07d}.jpg", "person_id": int(p)} for i, p in enumerate(rows.ids)]
+    folder = workdir / f"g{count}_{dim}_{dtype}.mpidx"
+    shutil.rmtree(folder, ignore_errors=True)
+    result = {"count": count, "dim": dim, "dtype": dtype, "identities": ids}
+    start = time.perf_counter()
+    index = index_from_features(folder, rows, entries, "sha256:synthetic", dtype=dtype)
+    result["build_s"] = time.perf_counter() - start
+    result["size_bytes"] = index.size_on_disk()
+    queries, query_ids = rows.queries(args.queries)
+    mapped = index.embeddings()
+    result["exact_1_query_s"] = _median_time(lambda: exact_search(queries[0], mapped, top_k=10), args.repeats)
+    start = time.perf_counter()
+    exact, _ = exact_search(queries, mapped, top_k=10)
+    result["exact_batch_per_query_s"] = (time.perf_counter() - start) / len(queries)
+    print(json.dumps(result), flush=True)
+    if not args.no_ann:
+        from mpanet_tf.index.ann import ann_search, prepare_ann
+
+        start = time.perf_counter()
+        prepared = prepare_ann(index)
+        result["ann_prepare_s"] = time.perf_counter() - start
+        result["ann_settings"] = {k: v for k, v in prepared[1].items() if k != "fingerprint"}
+        result["ann_size_bytes"] = (folder / "ann.faiss").stat().st_size
+        result["ann_1_query_s"] = _median_time(lambda: ann_search(index, queries[:1], 10, prepared=prepared),
+                                               args.repeats)
+        approx, _ = ann_search(index, queries, 10, prepared=prepared)
+        result["ann_recall_at_10"] = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]))
+        print(json.dumps(result), flush=True)
+    if args.rank_metrics:
+        result["r1_map"] = {dtype: _rank_metrics(queries, query_ids, index, rows.ids)}
+        other = "float16" if dtype == "float32" else "float32"
+        twin = index_from_features(workdir / f"twin_{other}.mpidx", rows, entries, "sha256:synthetic", dtype=other)
+        result["r1_map"][other] = _rank_metrics(queries, query_ids, twin, rows.ids)
+        shutil.rmtree(twin.path, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def machine() -> str:
+    try:
+        model = [line.split(":", 1)[1].strip() for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")][0]
+    except (OSError, IndexError):
+        model = platform.processor()
+    with open("/proc/loadavg") as handle:
+        load = handle.read().split()[:3]
+    return f"{model}; load average {' '.join(load)}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="Folder for the index files (deleted after).")
+    parser.add_argument("--cases", default="10000:14336:float32,100000:14336:float32,1000000:128:float16",
+                        help="COUNT:DIM:DTYPE,... ")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sigma", type=float, default=1.0, help="Noise scale around the identity centres.")
+    parser.add_argument("--no-ann", action="store_true")
+    parser.add_argument("--rank-metrics", action="store_true", help="Also R1/mAP in float32 vs float16.")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="Write every result to this file.")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print(f"# machine: {machine()}", flush=True)
+    results = []
+    for case in args.cases.split(","):
+        count, dim, dtype = case.split(":")
+        results.append(run_case(args.workdir, int(float(count)), int(dim), dtype, args))
+    print(f"# machine after: {machine()}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

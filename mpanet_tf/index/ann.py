@@ -1,0 +1,156 @@
+"""Approximate search (``search --ann``): a FAISS IVF-PQ index over the stored rows, then an exact
+re-ranking of its candidates.
+
+FAISS (``faiss-cpu``) is an optional extra: ``pip install 'mpanet-tf[ann]'``. The IVF-PQ index
+(an inverted file of ``nlist`` coarse k-means cells; product quantisation of each row into ``m``
+codes of ``nbits`` bits), behind a PCA to ``pca`` dims for wide embeddings (MPANet's 14,336-d
+rows go to 256 dims, which keeps training and encoding affordable on a CPU), is trained once on a
+sample of the index's rows (at most :data:`SAMPLE_BYTES` of float32) and kept beside them
+(``ann.faiss``, what it covers in ``ann.json``); rows added later are encoded and appended to it
+the next time ``--ann`` is used. A query visits ``nprobe`` cells and takes the
+``refine x top_k`` nearest codes, whose exact distances are then recomputed from the stored rows
+(:func:`mpanet_tf.index.exact.exact_search` on the candidates), so every returned distance is exact
+and only the candidate set is approximate. ``benchmarks/gallery_scale.py`` reports its recall@10
+against the exact search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from mpanet_tf.index.exact import exact_search
+from mpanet_tf.index.format import GalleryIndex, GalleryIndexError
+
+ANN_FILE = "ann.faiss"
+ANN_META = "ann.json"
+#: Rows added to (or sampled for training) the FAISS index per call, bounding memory.
+_ADD_ROWS = 16384
+
+
+def require_faiss():
+    """``faiss``; :class:`GalleryIndexError` (one line) when the optional extra is not installed."""
+    try:
+        import faiss
+    except ImportError:
+        raise GalleryIndexError("--ann needs FAISS, which is not installed; pip install 'mpanet-tf[ann]' "
+                                "(faiss-cpu), or search without --ann") from None
+    return faiss
+
+
+#: Largest training sample for the FAISS index, in bytes of float32 rows.
+SAMPLE_BYTES = 512 * 2**20
+#: Rows the PCA is trained on (its cost grows with rows^2 x dim).
+_PCA_ROWS = 2048
+
+
+def ann_parameters(count: int, dim: int) -> dict:
+    """Default settings for ``count`` rows of ``dim`` dims.
+
+    pca = 256 when ``dim`` > 256 and there are at least 1024 rows to fit it (else 0, no PCA); nlist ~ 4 sqrt(count) cells (at least 39
+    training rows each, as FAISS' k-means asks); m = the largest divisor of the (reduced) dim up to
+    64 (one byte per sub-vector at nbits = 8; fewer bits when there are under 256 x 39 rows to train
+    the codebooks); nprobe = nlist / 8, between 1 and 64.
+    """
+    count, dim = max(1, int(count)), int(dim)
+    pca = 256 if dim > 256 and count >= 1024 else 0
+    reduced = pca or dim
+    nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))
+    m = max(d for d in range(1, min(64, reduced) + 1) if reduced % d == 0)
+    nbits = max(1, min(8, int(math.log2(max(2, count // 39)))))
+    return {"pca": pca, "nlist": nlist, "m": m, "nbits": nbits, "nprobe": max(1, min(64, nlist // 8))}
+
+
+def _rows_f32(rows, start: int, stop: int) -> np.ndarray:
+    return np.ascontiguousarray(rows[start:stop], dtype=np.float32)
+
+
+def _train(faiss, index: GalleryIndex, params: dict, seed: int):
+    rows = index.embeddings()
+    reduced = params["pca"] or index.dim
+    sample_size = min(index.count, max(256 * 39, 39 * params["nlist"]), max(1, SAMPLE_BYTES // (4 * index.dim)))
+    picked = np.sort(np.random.default_rng(seed).choice(index.count, size=sample_size, replace=False))
+    sample = np.ascontiguousarray(rows[picked], dtype=np.float32)
+    pq = f"PQ{params['m']}x{params['nbits']}"
+    if not params["pca"]:
+        ann = faiss.index_factory(index.dim, f"IVF{params['nlist']},{pq}")
+        ann.train(sample)
+        return ann
+    ann = faiss.index_factory(index.dim, f"PCA{reduced},IVF{params['nlist']},{pq}")
+    pca = faiss.downcast_VectorTransform(ann.chain.at(0))
+    pca.train(sample[:_PCA_ROWS])
+    faiss.downcast_index(ann.index).train(pca.apply(sample))
+    ann.is_trained = True
+    return ann
+
+
+def _set_nprobe(faiss, ann, nprobe: int) -> None:
+    faiss.extract_index_ivf(ann).nprobe = int(nprobe)
+
+
+def prepare_ann(index: GalleryIndex, params: dict | None = None, seed: int = 0):
+    """The FAISS index of ``index``: loaded, trained if missing, extended with rows added since.
+
+    Returns:
+        (faiss index, settings dict with ``rows``, ``nlist``, ``m``, ``nbits``, ``nprobe``).
+    """
+    faiss = require_faiss()
+    from mpanet_tf.index.builder import write_lock
+    from mpanet_tf.run_folder import atomic_write_json
+
+    if index.count == 0:
+        raise GalleryIndexError(f"gallery index {index.path} is empty; add images before searching it")
+    ann_file, meta_file = index.path / ANN_FILE, index.path / ANN_META
+    with write_lock(index.path):
+        settings, ann = None, None
+        if ann_file.is_file() and meta_file.is_file():
+            settings = json.loads(meta_file.read_text(encoding="utf-8"))
+            stale = (settings.get("fingerprint") != index.fingerprint or settings.get("rows", 0) > index.count
+                     or (params and any(settings.get(k) != v for k, v in params.items())))
+            ann = None if stale else faiss.read_index(os.fspath(ann_file))
+        if ann is None:
+            settings = {**ann_parameters(index.count, index.dim), **(params or {}), "rows": 0,
+                        "fingerprint": index.fingerprint}
+            ann = _train(faiss, index, settings, seed)
+        if settings["rows"] < index.count:
+            rows = index.embeddings()
+            for start in range(settings["rows"], index.count, _ADD_ROWS):
+                ann.add(_rows_f32(rows, start, min(index.count, start + _ADD_ROWS)))
+            settings["rows"] = index.count
+            temp = index.path / f".{ANN_FILE}.{os.getpid()}.tmp"
+            faiss.write_index(ann, os.fspath(temp))
+            os.replace(temp, ann_file)
+            atomic_write_json(meta_file, settings)
+    return ann, settings
+
+
+def ann_search(index: GalleryIndex, queries, top_k: int = 10, nprobe: int | None = None, refine: int = 4,
+               prepared=None):
+    """Approximate top-``top_k`` of ``queries`` (Q, D) or (D,): IVF-PQ candidates, exact re-ranking.
+
+    Args:
+        nprobe: cells visited per query (default from :func:`ann_parameters`).
+        refine: candidates taken per wanted match before the exact re-ranking.
+        prepared: a (faiss index, settings) pair from :func:`prepare_ann` to reuse.
+
+    Returns:
+        (indices (Q, k) int64, distances (Q, k) float32) as :func:`~mpanet_tf.index.exact.exact_search`.
+    """
+    from mpanet_tf.index.exact import unit_rows
+
+    ann, settings = prepared or prepare_ann(index)
+    queries = unit_rows(queries)
+    k = max(1, min(int(top_k), index.count))
+    _set_nprobe(require_faiss(), ann, nprobe or settings["nprobe"])
+    _, candidates = ann.search(np.ascontiguousarray(queries, dtype=np.float32), min(index.count, refine * k))
+    rows = index.embeddings()
+    indices = np.full((len(queries), k), -1, np.int64)
+    distances = np.full((len(queries), k), np.inf, np.float32)
+    for q, found in enumerate(candidates):
+        found = np.unique(found[found >= 0])  # sorted: the stored order breaks ties, as in the exact search
+        order, dist = exact_search(queries[q], rows[found], top_k=k)
+        indices[q, :order.shape[1]], distances[q, :order.shape[1]] = found[order[0]], dist[0]
+    return indices, distances
