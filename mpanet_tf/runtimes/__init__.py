@@ -18,7 +18,7 @@ from mpanet_tf.runtimes.registry import (
     runtimes,
     unregister,
 )
-from mpanet_tf.runtimes import keras_model, onnx, savedmodel  # noqa: E402,F401  (registration)
+from mpanet_tf.runtimes import keras_model, onnx, quantized, savedmodel  # noqa: E402,F401  (registration)
 
 __all__ = ["ExportOptions", "Runtime", "find_runtime", "format_names", "get_runtime", "quantized_names",
            "register", "resolve_formats", "runtimes", "unregister"]
