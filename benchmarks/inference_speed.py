@@ -41,32 +41,23 @@ def randomize_batch_norms(model, seed=0):
 
 def make_embedder(model, variant):
     """variant -> embed(images) -> (N, D) numpy float32."""
-    import tensorflow as tf
-
-    from mpanet_tf.inference import embedding_function, fold_batch_norms
+    from mpanet_tf.inference import EmbeddingFunction, embedding_function, fold_batch_norms
 
     if variant == "predict":
-        return model.embed
+        return lambda images: np.asarray(model.predict_on_batch(images), np.float32)
     if variant == "function":
         return embedding_function(model, folded=False)
     if variant == "folded":
         return embedding_function(model, folded=True)
     if variant == "folded_bf16":
-        network = fold_batch_norms(model, dtype="mixed_bfloat16")
-        height, width = model.image_size
-
-        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)], autograph=False)
-        def embed(images):
-            return tf.cast(network(images, training=False), tf.float32)
-
-        return lambda images: embed(tf.constant(images)).numpy()
+        return EmbeddingFunction(fold_batch_norms(model, dtype="mixed_bfloat16"), model.image_size)
     if variant == "predict_bf16":
         from mpanet_tf.model import build_model
 
         with _policy("mixed_bfloat16"):
             twin = build_model(model.config, model.num_classes)
         twin.set_weights(model.get_weights())
-        return twin.embed
+        return lambda images: np.asarray(twin.predict_on_batch(images), np.float32)
     raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
 
 

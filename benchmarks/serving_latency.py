@@ -72,9 +72,10 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from mpanet_tf.config import MPANetConfig
-    from mpanet_tf.export import export_model, find_savedmodel
+    from mpanet_tf.export import export_model
     from mpanet_tf.model import build_model
-    from mpanet_tf.onnx_export import onnx_session
+    from mpanet_tf.runtimes import format_names, get_runtime
+    from mpanet_tf.runtimes.onnx import onnx_session
 
     load_at_start = _shell("cat /proc/loadavg")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -84,19 +85,24 @@ def main(argv=None) -> int:
         base = Path(args.export_dir or Path(temporary) / "mpanet")
         started = time.perf_counter()
         export_seconds = None
-        if find_savedmodel(base) is None:
+        # every --format runtime of the registry ("all"), each found in the export folder as a user's
+        # path would be
+        found = {name: get_runtime(name).find(base) for name in format_names()}
+        if None in found.values():
             model = build_model(config, num_classes=395)
             export_model(model, base, formats="all", force=True)
             export_seconds = time.perf_counter() - started
             del model
-        loaded = tf.saved_model.load(str(base / "1"))
+            found = {name: get_runtime(name).find(base) for name in format_names()}
+        loaded = tf.saved_model.load(str(found["savedmodel"]))
         serve = loaded.signatures["serving_default"]
-        session = onnx_session(base / "onnx" / "1" / "model.onnx", threads=args.ort_threads or None)
+        session = onnx_session(found["onnx"], threads=args.ort_threads or None)
 
         rng = np.random.default_rng(0)
         rows, parity = [], None
-        sizes = {name: sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
-                 for name, folder in (("SavedModel", base / "1"), ("ONNX", base / "onnx" / "1"))}
+        sizes = {get_runtime(name).label: sum(f.stat().st_size for f in (p if p.is_dir() else p.parent).rglob("*")
+                                              if f.is_file()) / 2**20
+                 for name, p in found.items()}
         for batch in batch_sizes:
             images = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
             uint8_images = tf.constant(images)

@@ -5,14 +5,45 @@ from __future__ import annotations
 import click
 
 
+class RuntimeChoice(click.Choice):
+    """A click choice among registered runtimes (:mod:`mpanet_tf.runtimes`), read when the
+    option is parsed, so a runtime registered after this module was imported is accepted too."""
+
+    def __init__(self, names, extra=()):
+        self._names, self._extra = names, tuple(extra)
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return (*self._names(), *self._extra)
+
+    @choices.setter
+    def choices(self, _):
+        pass
+
+
+def _format_help() -> str:
+    from mpanet_tf.runtimes import format_names, get_runtime
+
+    return "; ".join([*(f"{name}: {get_runtime(name).help}" for name in format_names()),
+                      "all: every one of them"]) + "."
+
+
+def _registered(kind):
+    def names():
+        from mpanet_tf import runtimes
+
+        return getattr(runtimes, kind)()
+
+    return names
+
+
 @click.command("export")
 @click.option("--model", "model_path", required=True, type=click.Path(),
               help="Run folder written by `mpanet-tf train` (its model.keras or newest checkpoint) "
                    "or a .keras file.")
-@click.option("--format", "fmt", type=click.Choice(["savedmodel", "onnx", "all"]), default="savedmodel",
-              show_default=True,
-              help="savedmodel: TF Serving SavedModel in OUTPUT/<version>/ (signatures serving_default "
-                   "and serve_encoded); onnx: OUTPUT/onnx/<version>/model.onnx; all: both.")
+@click.option("--format", "fmt", type=RuntimeChoice(_registered("format_names"), extra=("all",)),
+              default="savedmodel", show_default=True, help=_format_help())
 @click.option("--output", required=True, type=click.Path(),
               help="The model's base folder, e.g. saved_models/mpanet (TF Serving's model_base_path).")
 @click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True,
@@ -20,9 +51,19 @@ import click
                    "highest one), the ONNX file to OUTPUT/onnx/<version>/.")
 @click.option("--opset", type=click.IntRange(min=13), default=None,
               help="ONNX opset [default: 17].")
+@click.option("--quantize", type=RuntimeChoice(_registered("quantized_names")), default=None,
+              help="Also write a quantised model beside the --format artifacts: int8 = "
+                   "OUTPUT/int8/<version>/model.onnx, ONNX Runtime QDQ int8 with per-channel weights, "
+                   "calibrated on --calibration images.")
+@click.option("--calibration", type=click.Path(), default=None,
+              help="With --quantize: a folder of images of the target data (searched recursively; a "
+                   "dataset root works) that calibrates the activation ranges.")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=None,
+              help="With --quantize: how many --calibration images, evenly spread over the sorted "
+                   "list [default: 16; ONNX Runtime holds every calibration activation, ~0.37 GiB per image at 384x128].")
 @click.option("--force", is_flag=True,
               help="Replace an existing OUTPUT/<version>/ or OUTPUT/onnx/<version>/ (refused otherwise).")
-def export_command(model_path, fmt, output, version, opset, force):
+def export_command(model_path, fmt, output, version, opset, quantize, calibration, calibration_images, force):
     """Export the test-time embedding for serving.
 
     Both artifacts return `embeddings`, float32 (N, 14336): the BN-neck feature the evaluation
@@ -31,11 +72,17 @@ def export_command(model_path, fmt, output, version, opset, force):
     resized exactly as in evaluation. ONNX input: `images` float32 (N, H, W, 3) in [0, 255]
     already resized to the model's input size. A failed export leaves nothing behind.
     """
+    from mpanet_tf.errors import ExportError
     from mpanet_tf.export import export_model
     from mpanet_tf.run_folder import check_output_folder
 
     check_output_folder(output, "--output")
-    written = export_model(model_path, output, formats=fmt, version=version, force=force, opset=opset)
+    if (calibration is not None or calibration_images is not None) and quantize is None:
+        raise ExportError("--calibration/--calibration-images only apply with --quantize int8; add it or "
+                          "drop them")
+    formats = (fmt,) if quantize is None else (fmt, quantize)
+    written = export_model(model_path, output, formats=formats, version=version, force=force, opset=opset,
+                           calibration=calibration, calibration_images=calibration_images)
     for kind, path in written.items():
         click.echo(f"{kind}: {path}")
 
@@ -43,7 +90,7 @@ def export_command(model_path, fmt, output, version, opset, force):
 @click.command("search")
 @click.option("--model", "model_path", required=True, type=click.Path(),
               help="Exported model (saved_models/NAME, its highest version, or saved_models/NAME/<v>), "
-                   "an .onnx file, a run folder or a .keras file.")
+                   "an .onnx file (float or int8), a run folder or a .keras file.")
 @click.option("--query", required=True, type=click.Path(),
               help="The query image (visible or infrared).")
 @click.option("--gallery", default=None, type=click.Path(),

@@ -1,7 +1,14 @@
-"""Inference-only MPANet graph with the backbone's BatchNorms folded into its convolutions.
+"""The one test-time embedding function, and the BatchNorm-folded inference graph it can run.
 
-At test time a BatchNorm is a fixed per-channel affine map, so a bias-free conv followed by it is
-one conv with a bias (facts §1.1: every backbone conv is followed by a BN, eps 1e-5):
+**Embedding** (facts §1.5): images (B, H, W, 3) float32 RGB in [0, 255] at the model's input size
+-> the BN-neck output in inference mode, (B, D) float32, D = 14336 with PAM; no flip-averaging, no
+L2 normalisation. :func:`embedding_function` is the only place that defines it; ``MPANet.embed``,
+the trainer's evaluation, the embedders of :mod:`mpanet_tf.runtimes`, the SavedModel signatures
+and the ONNX conversion all call it (its :attr:`EmbeddingFunction.tensor` inside a traced
+function, its :attr:`EmbeddingFunction.traced` ``tf.function``, or the numpy call).
+
+**Folding.** At test time a BatchNorm is a fixed per-channel affine map, so a conv followed by it
+is one conv with a bias (facts §1.1: every backbone conv is followed by a BN, eps 1e-5):
 
     s = gamma / sqrt(moving_var + eps)                       (C_out,)
     W' = W * s   (per output channel)                        (k, k, C_in, C_out)
@@ -9,16 +16,18 @@ one conv with a bias (facts §1.1: every backbone conv is followed by a BN, eps 
 
 Conv2D + BiasAdd (+ ReLU, + Add) is the pattern TensorFlow's grappler remapper fuses into one
 oneDNN convolution, while the unfolded graph runs every BN as separate element-wise passes over
-the feature map. PyTorch's explicit symmetric padding (``resnet.conv2d``) is merged into the conv
-where Keras ``padding="same"`` is exactly the same: odd kernels at stride 1 (pad k//2 on every
-side); the strided convs and the stem keep their explicit ``ZeroPadding2D``.
+the feature map. :func:`fold_batch_norms` does not redefine the network: it replays the trained
+backbone's own functional graph (:func:`mpanet_tf.layers.resnet.build_resnet50`) layer by layer,
+replacing each Conv2D whose only consumer is a ``keras.layers.BatchNormalization`` (or a subclass)
+by one folded conv, and copying every other layer (ReLU, Add, max-pool, the MAMs) with a snapshot
+of its weights; the head after the backbone is :func:`mpanet_tf.model.embedding_head`, the
+function ``MPANet.forward`` runs, on copies of the PAM and the BN neck. PyTorch's explicit
+symmetric padding (``resnet.conv2d``) is merged into the conv where Keras ``padding="same"`` is
+exactly the same: odd square kernels at stride 1 (pad k//2 on every side); the strided convs and
+the stem keep their explicit ``ZeroPadding2D``.
 
-MAM (facts §1.2), PAM (§1.3) and the BN neck are copied unchanged, so the folded graph computes
-``model(images, training=False)`` (the BN-neck output, §1.5) up to float rounding. The folded
-model is a **snapshot** of the weights: rebuild it after the weights change (training, loading).
-
-Shapes: images (B, H, W, 3) float32 RGB in [0, 255] -> embeddings (B, D) float32, D = 14336 with
-PAM.
+The folded graph computes ``model(images, training=False)`` up to float rounding, and is a
+**snapshot** of the weights: rebuild it after the weights change (training, loading).
 """
 
 from __future__ import annotations
@@ -28,16 +37,14 @@ import numpy as np
 from keras import ops
 
 from mpanet_tf.data.images import normalize_images
-from mpanet_tf.layers import resnet
-from mpanet_tf.layers.modality_alleviation import ModalityAlleviation
-from mpanet_tf.layers.pattern_alignment import PatternAlignment
 
 
 def folded_conv_weights(conv, bn):
     """(kernel (k, k, C_in, C_out), bias (C_out,)) float64 of ``bn(conv(x))`` in inference mode.
 
-    ``conv`` is a bias-free ``keras.layers.Conv2D``, ``bn`` a ``keras.layers.BatchNormalization``
-    over its output channels (gamma/beta default to 1/0 when the BN has no scale/centre).
+    ``conv`` is a ``keras.layers.Conv2D`` (with or without bias), ``bn`` a
+    ``keras.layers.BatchNormalization`` (or a subclass) over its output channels; gamma/beta
+    default to 1/0 when the BN has no scale/centre.
     """
     kernel = np.asarray(conv.kernel, dtype=np.float64)
     mean = np.asarray(bn.moving_mean, dtype=np.float64)
@@ -51,54 +58,6 @@ def folded_conv_weights(conv, bn):
     return kernel * scale, bias
 
 
-class _Folder:
-    """Rebuilds ``build_resnet50``'s graph from a trained backbone, one folded conv at a time."""
-
-    def __init__(self, backbone, dtype):
-        self.backbone = backbone
-        self.dtype = dtype
-        self.convs = []  # (new Conv2D layer, kernel, bias): weights are set once the layer is built
-
-    def conv_bn(self, x, conv_name, bn_name):
-        """The trained ``conv_name`` conv followed by ``bn_name`` as one conv with bias."""
-        conv = self.backbone.get_layer(conv_name)
-        kernel, bias = folded_conv_weights(conv, self.backbone.get_layer(bn_name))
-        size, stride = conv.kernel_size[0], conv.strides[0]
-        pad = size // 2
-        same = pad > 0 and stride == 1 and size % 2 == 1 and conv.kernel_size[1] == size
-        if pad and not same:
-            x = keras.layers.ZeroPadding2D(pad, name=f"{conv_name}_pad", dtype=self.dtype)(x)
-        layer = keras.layers.Conv2D(
-            conv.filters, conv.kernel_size, strides=conv.strides, padding="same" if same else "valid",
-            use_bias=True, name=conv_name, dtype=self.dtype,
-        )
-        x = layer(x)
-        self.convs.append((layer, kernel, bias))
-        return x
-
-    def relu(self, x, name):
-        return keras.layers.ReLU(name=name, dtype=self.dtype)(x)
-
-    def bottleneck(self, x, name, downsample):
-        y = self.relu(self.conv_bn(x, f"{name}_conv1", f"{name}_bn1"), f"{name}_relu1")
-        y = self.relu(self.conv_bn(y, f"{name}_conv2", f"{name}_bn2"), f"{name}_relu2")
-        y = self.conv_bn(y, f"{name}_conv3", f"{name}_bn3")
-        shortcut = x
-        if downsample:
-            shortcut = self.conv_bn(x, f"{name}_downsample_0", f"{name}_downsample_1")
-        y = keras.layers.Add(name=f"{name}_add", dtype=self.dtype)([y, shortcut])
-        return self.relu(y, f"{name}_out")
-
-    def stage(self, x, index):
-        for block in range(resnet.BLOCKS_PER_STAGE[index - 1]):
-            x = self.bottleneck(x, f"layer{index}_{block}", downsample=block == 0)
-        return x
-
-    def set_weights(self):
-        for layer, kernel, bias in self.convs:
-            layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-
-
 class _NormalizeImages(keras.layers.Layer):
     """ImageNet normalisation inside ``call``, so its constants are created in the traced graph
     (an op on the symbolic input would capture them as eager tensors: extra ONNX inputs)."""
@@ -107,20 +66,93 @@ class _NormalizeImages(keras.layers.Layer):
         return normalize_images(ops.cast(images, self.compute_dtype))
 
 
-def _copy_layer(layer, cls, input_shape, dtype, **overrides):
-    """A new ``cls`` layer with ``layer``'s config (and ``overrides``), a snapshot of its weights."""
-    config = {**layer.get_config(), "dtype": dtype, **overrides}
-    twin = cls.from_config(config)
-    twin.build(input_shape)
-    twin.set_weights(layer.get_weights())
-    return twin
+def _as_list(tensors):
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
 
 
-def _maybe_layer(model, name):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return None
+def _is_same_padding(pad, conv) -> bool:
+    """True when ``pad`` (a ZeroPadding2D) followed by a "valid" ``conv`` equals ``conv`` with
+    Keras ``padding="same"``: stride 1, an odd square kernel, k//2 zeros on every side."""
+    size = conv.kernel_size[0]
+    return (conv.padding == "valid" and tuple(conv.strides) == (1, 1) and size % 2 == 1
+            and tuple(conv.kernel_size) == (size, size) and tuple(conv.dilation_rate) == (1, 1)
+            and tuple(map(tuple, pad.padding)) == ((size // 2, size // 2),) * 2)
+
+
+def _copy_layer(layer, dtype, **overrides):
+    """A new layer of ``layer``'s class and config (``dtype`` policy, ``overrides``), unbuilt."""
+    return layer.__class__.from_config({**layer.get_config(), "dtype": dtype, **overrides})
+
+
+class _Folding:
+    """Replays a trained functional backbone on new symbolic inputs with its BNs folded.
+
+    The plan comes from the graph itself (public ``layer.input`` / ``layer.output``): a Conv2D is
+    folded into the BatchNormalization that is its only consumer; a ZeroPadding2D whose only
+    consumer is such a conv is merged into it where ``"same"`` padding is equivalent.
+    """
+
+    def __init__(self, backbone, dtype):
+        self.backbone = backbone
+        self.dtype = dtype
+        producers = {id(layer.output): layer for layer in backbone.layers}
+        consumers = {}
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            for tensor in _as_list(layer.input):
+                consumers.setdefault(producers[id(tensor)].name, []).append(layer)
+        self.batch_norm_of = {}  # conv name -> the BN folded into it
+        for layer in backbone.layers:
+            following = consumers.get(layer.name, [])
+            if (isinstance(layer, keras.layers.Conv2D) and len(following) == 1
+                    and isinstance(following[0], keras.layers.BatchNormalization)
+                    and following[0].axis in (-1, 3, [3], [-1])):
+                self.batch_norm_of[layer.name] = following[0]
+        self.folded_into = {bn.name for bn in self.batch_norm_of.values()}
+        self.merged_pads = set()  # pads replaced by the conv's "same" padding
+        self.same_convs = set()
+        for layer in backbone.layers:
+            following = consumers.get(layer.name, [])
+            if (isinstance(layer, keras.layers.ZeroPadding2D) and len(following) == 1
+                    and following[0].name in self.batch_norm_of and _is_same_padding(layer, following[0])):
+                self.merged_pads.add(layer.name)
+                self.same_convs.add(following[0].name)
+        self.pending = []  # (new layer, weights): assigned once the new layers are built
+
+    def layer_call(self, layer, inputs):
+        """The replacement of ``layer`` applied to the new ``inputs`` (list of tensors)."""
+        if layer.name in self.folded_into or layer.name in self.merged_pads:
+            return inputs[0]  # the BN is inside the folded conv; the pad is its "same" padding
+        if layer.name in self.batch_norm_of:
+            twin = _copy_layer(layer, self.dtype, use_bias=True,
+                               padding="same" if layer.name in self.same_convs else "valid")
+            weights = [w.astype(np.float32) for w in folded_conv_weights(layer, self.batch_norm_of[layer.name])]
+        else:
+            twin, weights = _copy_layer(layer, self.dtype), layer.get_weights()
+        self.pending.append((twin, weights))
+        return twin(inputs if len(inputs) > 1 else inputs[0])
+
+    def __call__(self, images):
+        """The backbone's outputs (list) computed from the symbolic ``images``."""
+        tensors = {id(self.backbone.input): images}
+        # a functional model lists its layers in topological order
+        for layer in self.backbone.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            inputs = [tensors[id(tensor)] for tensor in _as_list(layer.input)]
+            tensors[id(layer.output)] = self.layer_call(layer, inputs)
+        return [tensors[id(tensor)] for tensor in self.backbone.outputs]
+
+    def copy(self, layer, **overrides):
+        """A snapshot copy of a layer outside the backbone (PAM, BN neck), called by the caller."""
+        twin = _copy_layer(layer, self.dtype, **overrides)
+        self.pending.append((twin, layer.get_weights()))
+        return twin
+
+    def assign_weights(self):
+        for layer, weights in self.pending:
+            layer.set_weights(weights)
 
 
 def fold_batch_norms(model, dtype="float32") -> keras.Model:
@@ -137,48 +169,73 @@ def fold_batch_norms(model, dtype="float32") -> keras.Model:
         equal to ``model(images, training=False)`` up to float rounding. A snapshot: it does not
         follow later changes of ``model``'s weights.
     """
-    backbone = model.backbone
-    folder = _Folder(backbone, dtype)
+    from mpanet_tf.model import embedding_head
+
+    folding = _Folding(model.backbone, dtype)
     inputs = keras.Input(shape=(*model.image_size, 3), name="images", dtype="float32")
-    x = _NormalizeImages(name="normalize", dtype=dtype)(inputs)
-    x = folder.relu(folder.conv_bn(x, "conv1", "bn1"), "relu")
-    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad", dtype=dtype)(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool", dtype=dtype)(x)
-    for index in (1, 2, 3, 4):
-        x = folder.stage(x, index)
-        mam = _maybe_layer(backbone, f"MAM{index}")
-        if mam is not None:
-            x = _copy_layer(mam, ModalityAlleviation, x.shape, dtype)(x)
-    if model.pam is not None:
-        features, _ = _copy_layer(model.pam, PatternAlignment, x.shape, dtype)(x)
-    else:
-        features = ops.mean(x, axis=(1, 2))
-    bn_neck = _copy_layer(model.bn_neck, keras.layers.BatchNormalization, features.shape, dtype,
-                          synchronized=False)
-    outputs = ops.cast(bn_neck(features, training=False), "float32")
-    folder.set_weights()
+    _, stage4 = folding(_NormalizeImages(name="normalize", dtype=dtype)(inputs))
+    pam = folding.copy(model.pam) if model.pam is not None else None
+    bn_neck_config = model.bn_neck.get_config()
+    neck_overrides = {"synchronized": False} if "synchronized" in bn_neck_config else {}
+    _, bn_features, _ = embedding_head(stage4, pam, folding.copy(model.bn_neck, **neck_overrides))
+    outputs = ops.cast(bn_features, "float32")
+    folding.assign_weights()
     return keras.Model(inputs, outputs, name="mpanet_folded")
 
 
-def embedding_function(model, folded: bool = True, jit: bool = False):
-    """``embed(images (N, H, W, 3) float32 in [0, 255]) -> (N, D) float32 numpy``, one traced graph.
+class EmbeddingFunction:
+    """The test-time embedding of one model, traced once.
 
-    A ``tf.function`` with a fixed input signature (batch free, size fixed) around the folded model
-    (``folded=True``) or ``model(images, training=False)``; unlike ``predict_on_batch`` it never
-    retraces and skips Keras' per-call data-adapter work.
+    Attributes:
+        network: the Keras network it runs (the folded snapshot, or the model itself).
+        image_size: (H, W) of its input; None accepts any size (unfolded only).
+        input_signature: ``[tf.TensorSpec((None, H, W, 3), float32, name="images")]``.
+        traced: ``tf.function`` images float32 (N, H, W, 3) in [0, 255] -> (N, D) float32 tensor,
+            with that fixed signature: it never retraces.
+
+    Call: ``fn(images)`` (N, H, W, 3) float32 array-like -> (N, D) float32 numpy. Inside another
+    traced function (serving signatures, conversions), use :meth:`tensor`.
     """
-    import tensorflow as tf
 
+    def __init__(self, network, image_size, jit: bool = False):
+        import tensorflow as tf
+
+        self.network = network
+        self.image_size = None if image_size is None else tuple(int(s) for s in image_size)
+        height, width = self.image_size or (None, None)
+        self.input_signature = [tf.TensorSpec([None, height, width, 3], tf.float32, name="images")]
+        self.traced = tf.function(self.tensor, input_signature=self.input_signature,
+                                  jit_compile=bool(jit), autograph=False)
+
+    def tensor(self, images):
+        """images (N, H, W, 3) float32 tensor -> (N, D) float32 tensor, the BN-neck output."""
+        import tensorflow as tf
+
+        return tf.cast(self.network(images, training=False), tf.float32)
+
+    def __call__(self, images) -> np.ndarray:
+        import tensorflow as tf
+
+        return self.traced(tf.convert_to_tensor(np.asarray(images, dtype=np.float32))).numpy()
+
+
+def embedding_function(model, folded: bool = True, jit: bool = False, any_size: bool = False) -> EmbeddingFunction:
+    """The embedding of ``model``: ``fn(images (N, H, W, 3) float32 in [0, 255]) -> (N, D) float32``.
+
+    Args:
+        model: a built :class:`~mpanet_tf.model.MPANet`.
+        folded: run :func:`fold_batch_norms` of the model (a snapshot of its weights, ~8% less CPU
+            time) instead of ``model(images, training=False)`` (which follows weight changes: the
+            trainer's evaluation, ``MPANet.embed``).
+        jit: XLA-compile the traced function.
+        any_size: accept any H and W (unfolded only; the folded graph has a fixed input size).
+
+    Returns:
+        :class:`EmbeddingFunction`: a ``tf.function`` with a fixed input signature (batch free)
+        that, unlike ``predict_on_batch``, never retraces and skips Keras' per-call data-adapter
+        work.
+    """
+    if folded and any_size:
+        raise ValueError("the folded graph has a fixed input size; pass any_size=False")
     network = fold_batch_norms(model) if folded else model
-    height, width = (int(s) for s in model.image_size)
-    spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
-
-    @tf.function(input_signature=[spec], jit_compile=bool(jit), autograph=False)
-    def embed(images):
-        return tf.cast(network(images, training=False), tf.float32)
-
-    def call(images):
-        return embed(tf.convert_to_tensor(np.asarray(images, dtype=np.float32))).numpy()
-
-    call.network = network
-    return call
+    return EmbeddingFunction(network, None if any_size else model.image_size, jit=jit)

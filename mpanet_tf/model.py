@@ -47,6 +47,26 @@ def ema_rate_for_epoch(epoch: int, update_rate: float = 0.2, decay_epoch: int = 
     return float(update_rate) * min(1.0, float(decay_epoch) / (int(epoch) + 1))
 
 
+def embedding_head(stage4, pam, bn_neck, training=False):
+    """The network after the backbone: PAM (facts §1.3; global average pooling without it), then
+    the BN neck (§1.5). Shared by :meth:`MPANet.forward` and the BN-folded inference graph
+    (:func:`mpanet_tf.inference.fold_batch_norms`, which passes copies of the two layers).
+
+    Args:
+        stage4: layer4 output after MAM4, (B, h, w, 2048).
+        pam: a :class:`PatternAlignment` or None.
+        bn_neck: the neck's ``keras.layers.BatchNormalization``.
+
+    Returns:
+        (features (B, D) pre-BN, bn_features (B, D), masks (B, h, w, p) or None).
+    """
+    if pam is not None:
+        features, masks = pam(stage4)
+    else:
+        features, masks = ops.mean(stage4, axis=(1, 2)), None
+    return features, bn_neck(features, training=training), masks
+
+
 @keras.saving.register_keras_serializable(package="mpanet_tf")
 class MPANet(keras.Model):
     """The MPANet network with its losses and train step.
@@ -128,22 +148,27 @@ class MPANet(keras.Model):
         """
         x = normalize_images(ops.cast(images, self.compute_dtype))
         _, stage4 = self.backbone(x, training=training)
-        if self.pam is not None:
-            features, masks = self.pam(stage4)
-        else:
-            features, masks = ops.mean(stage4, axis=(1, 2)), None
-        bn_features = self.bn_neck(features, training=training)
+        features, bn_features, masks = embedding_head(stage4, self.pam, self.bn_neck, training=training)
         return {"features": features, "bn_features": bn_features, "masks": masks}
 
     def call(self, images, training=False):
         return ops.cast(self.forward(images, training=training)["bn_features"], "float32")
 
     def embed(self, images):
-        """Test-time embeddings: images (B, H, W, 3) float32 RGB in [0, 255] -> (B, D) numpy float32."""
+        """Test-time embeddings: images (B, H, W, 3) float32 RGB in [0, 255] -> (B, D) numpy float32.
+
+        Runs :func:`mpanet_tf.inference.embedding_function` (unfolded, any input size: it follows
+        later weight changes), traced once per model.
+        """
         images = np.asarray(images, dtype="float32")
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"embed expects (B, H, W, 3) images, got shape {images.shape}")
-        return np.asarray(self.predict_on_batch(images), dtype="float32")
+        embedding = getattr(self, "_embedding", None)
+        if embedding is None:
+            from mpanet_tf.inference import embedding_function
+
+            embedding = self._embedding = embedding_function(self, folded=False, any_size=True)
+        return embedding(images)
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -12,9 +12,10 @@ The model can be any artifact of the project (:func:`mpanet_tf.eval.embedder.loa
 - an exported SavedModel (``saved_models/NAME``, highest version, or ``saved_models/NAME/<v>``):
   its ``serve_encoded`` signature on the file bytes; mpanet_tf's Keras model is not needed;
 - an ONNX file (or ``saved_models/NAME`` holding only ``onnx/<v>/model.onnx``): ONNX Runtime on
-  images resized by the evaluation path.
+  images resized by the evaluation path; the int8 export (``int8/<v>/model.onnx``) likewise;
+- any other runtime registered in :mod:`mpanet_tf.runtimes`.
 
-All three share the one feature extractor of evaluation
+All of them share the one feature extractor of evaluation
 (:func:`mpanet_tf.eval.features.extract_features`).
 """
 

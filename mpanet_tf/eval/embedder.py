@@ -1,31 +1,21 @@
 """Any model artifact of the project behind one embedding callable (evaluation, search, pictures).
 
-:func:`load_embedder` opens
-
-- an in-memory :class:`~mpanet_tf.model.MPANet`: ``model.embed``; a run folder or a ``.keras``
-  file: the same embedding through the inference graph with the backbone BatchNorms folded into
-  the convolutions (:func:`mpanet_tf.inference.embedding_function`, built once at load time); both
-  on images resized by the evaluation path (facts §1.5: the BN-neck output, no flip, no L2
-  normalisation);
-- an exported SavedModel folder (``saved_model.pb``, or TF Serving's layout with version
-  sub-folders, the highest taken): its ``serve_encoded`` signature, which decodes and resizes the
-  file bytes itself, so the embedder ``wants_bytes`` and
-  :func:`~mpanet_tf.eval.features.extract_features` hands it the encoded files; mpanet_tf's Keras
-  model is not needed;
-- an ``.onnx`` file (or an export folder holding only ``onnx/<v>/model.onnx``): ONNX Runtime on
-  images resized by the evaluation path.
+:func:`load_embedder` opens an in-memory :class:`~mpanet_tf.model.MPANet` (``model.embed``) or a
+path through the runtime registry (:mod:`mpanet_tf.runtimes`): a run folder or ``.keras`` file
+(the BN-folded inference graph), an exported SavedModel (its ``serve_encoded`` signature on the
+encoded files: the embedder ``wants_bytes``), an ONNX file or its export folder, an int8 export.
+Every embedder but the SavedModel's takes images resized by the evaluation path (facts §1.5: the
+BN-neck output, no flip, no L2 normalisation).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from mpanet_tf.errors import CheckpointError
 
 
 @dataclass
@@ -37,7 +27,8 @@ class Embedder:
             ``embed.wants_bytes`` is True, encoded file bytes (N,) -> (N, D).
         image_size: (H, W) the model expects (None for a SavedModel without export info: it
             resizes inside).
-        kind: ``"keras"``, ``"savedmodel"`` or ``"onnx"``.
+        kind: the name of the runtime that loaded it (``"keras"``, ``"savedmodel"``, ``"onnx"``,
+            ``"int8"``, ...).
         source: the file or folder it was loaded from (None for an in-memory model).
 
     Call: ``embedder(batch)`` -> float32 numpy (N, D).
@@ -56,43 +47,12 @@ class Embedder:
         return np.asarray(self.embed(batch), dtype=np.float32)
 
 
-def _savedmodel_embedder(folder: Path) -> Embedder:
-    import tensorflow as tf
-
-    from mpanet_tf.export import EMBEDDINGS, read_export_info
-
-    loaded = tf.saved_model.load(os.fspath(folder))
-    if "serve_encoded" not in loaded.signatures:
-        raise CheckpointError(f"SavedModel {folder} has no serve_encoded signature; re-export it with "
-                              "`mpanet-tf export --format savedmodel`")
-    signature = loaded.signatures["serve_encoded"]
-
-    def embed(image_bytes):
-        return signature(image_bytes=tf.constant(image_bytes, dtype=tf.string))[EMBEDDINGS].numpy()
-
-    embed.wants_bytes = True
-    embed.loaded = loaded  # keep the SavedModel's resources alive with the function
-    info = read_export_info(folder)
-    size = (info["image_height"], info["image_width"]) if "image_height" in info else None
-    return Embedder(embed, size, "savedmodel", folder)
-
-
-def _onnx_embedder(path: Path) -> Embedder:
-    from mpanet_tf.onnx_export import onnx_embedder, onnx_session, session_image_size
-
-    session = onnx_session(path)
-    return Embedder(onnx_embedder(session), session_image_size(session), "onnx", path)
-
-
-def _latest_onnx(folder: Path) -> Path | None:
-    from mpanet_tf.export import ONNX_DIR, ONNX_FILE
-
-    versions = [p for p in (folder / ONNX_DIR).glob("*") if p.name.isdigit() and (p / ONNX_FILE).is_file()]
-    return max(versions, key=lambda p: int(p.name)) / ONNX_FILE if versions else None
-
-
 def load_embedder(model) -> Embedder:
-    """Open an MPANet instance, run folder, ``.keras`` file, SavedModel folder or ``.onnx`` file.
+    """Open an MPANet instance or any artifact a registered runtime recognises (run folder,
+    ``.keras`` file, SavedModel folder, ``.onnx`` file, int8 export, ...).
+
+    A path is opened by the first runtime of :func:`mpanet_tf.runtimes.runtimes` whose ``find``
+    recognises it, else by the Keras run-folder runtime, whose loading names what is missing.
 
     Raises:
         CheckpointError: nothing loadable at the path (one line naming it).
@@ -101,22 +61,7 @@ def load_embedder(model) -> Embedder:
         return model
     if hasattr(model, "embed") and hasattr(model, "image_size"):
         return Embedder(model.embed, tuple(model.image_size), "keras", None)
-    from mpanet_tf.export import find_savedmodel
+    from mpanet_tf.runtimes import find_runtime
 
-    path = Path(model)
-    if path.is_file() and path.suffix.lower() == ".onnx":
-        return _onnx_embedder(path)
-    savedmodel = find_savedmodel(path)
-    if savedmodel is not None:
-        return _savedmodel_embedder(savedmodel)
-    if path.is_dir() and not (path / "config.json").is_file():
-        onnx = _latest_onnx(path)
-        if onnx is not None:
-            return _onnx_embedder(onnx)
-    from mpanet_tf.inference import embedding_function
-    from mpanet_tf.model import load_model
-
-    loaded = load_model(path)
-    # a loaded artifact's weights never change: embed through the BN-folded graph (same numbers up
-    # to float rounding, ~8% less CPU time, benchmarks/RESULTS_inference.md)
-    return Embedder(embedding_function(loaded), loaded.image_size, "keras", path)
+    runtime, artifact = find_runtime(Path(model))
+    return runtime.load(artifact)

@@ -57,7 +57,7 @@ def test_graph_names_shapes_and_opset(converted):
 
 def test_onnx_runtime_matches_keras_on_image_files(converted):
     from mpanet_tf.data.images import load_image
-    from mpanet_tf.onnx_export import onnx_embedder, onnx_session
+    from mpanet_tf.runtimes.onnx import onnx_embedder, onnx_session
 
     model, images = converted["model"], converted["images"]
     batch = np.stack([load_image(p, model.image_size) for p in images])

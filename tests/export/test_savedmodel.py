@@ -235,12 +235,13 @@ def test_existing_target_is_refused_without_force(exported):
 
 def test_failed_export_leaves_no_folder(exported, tmp_path, monkeypatch):
     from mpanet_tf import export
+    from mpanet_tf.runtimes import savedmodel
 
     def broken_writer(model, folder):
         (Path(folder) / "saved_model.pb").write_bytes(b"half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export, "write_savedmodel", broken_writer)
+    monkeypatch.setattr(savedmodel, "write_savedmodel", broken_writer)
     output = tmp_path / "new" / "models" / "tiny"
     with pytest.raises(ExportError, match="disk full"):
         export.export_model(exported["model"], output)
@@ -249,18 +250,19 @@ def test_failed_export_leaves_no_folder(exported, tmp_path, monkeypatch):
 
 def test_failed_forced_export_keeps_the_old_version(exported, tmp_path, monkeypatch):
     from mpanet_tf import export
+    from mpanet_tf.runtimes import savedmodel
 
     old = tmp_path / "tiny" / "1"
     old.mkdir(parents=True)
     (old / "marker").write_text("old export")
-    monkeypatch.setattr(export, "write_savedmodel", lambda model, folder: (Path(folder) / "x").write_text("ok"))
+    monkeypatch.setattr(savedmodel, "write_savedmodel", lambda model, folder: (Path(folder) / "x").write_text("ok"))
 
     def broken_onnx(model, path, opset):
         raise ValueError("unsupported op")
 
-    from mpanet_tf import onnx_export
+    from mpanet_tf.runtimes import onnx as onnx_runtime
 
-    monkeypatch.setattr(onnx_export, "write_onnx", broken_onnx)
+    monkeypatch.setattr(onnx_runtime, "write_onnx", broken_onnx)
     with pytest.raises(ExportError, match="ONNX export failed"):
         export.export_model(exported["model"], tmp_path / "tiny", formats="all", force=True)
     # the SavedModel half was not committed either, and nothing else was left behind
@@ -270,11 +272,12 @@ def test_failed_forced_export_keeps_the_old_version(exported, tmp_path, monkeypa
 
 def test_forced_export_replaces_the_old_version(exported, tmp_path, monkeypatch):
     from mpanet_tf import export
+    from mpanet_tf.runtimes import savedmodel
 
     old = tmp_path / "tiny" / "3"
     old.mkdir(parents=True)
     (old / "marker").write_text("old export")
-    monkeypatch.setattr(export, "write_savedmodel", lambda model, folder: (Path(folder) / "new").write_text("ok"))
+    monkeypatch.setattr(savedmodel, "write_savedmodel", lambda model, folder: (Path(folder) / "new").write_text("ok"))
     written = export.export_model(exported["model"], tmp_path / "tiny", version=3, force=True)
     assert written == {"savedmodel": old}
     assert sorted(p.name for p in old.iterdir()) == ["mpanet_export.json", "new"]

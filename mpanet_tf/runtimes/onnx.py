@@ -1,6 +1,7 @@
-"""ONNX export of the MPANet embedding (tf2onnx 1.17), and an ONNX Runtime embedder.
+"""The ONNX runtime: the MPANet embedding converted with tf2onnx (1.17), run by ONNX Runtime.
 
-The ONNX graph is the model's forward pass at its fixed input size:
+Layout: ``OUTPUT/onnx/<version>/model.onnx`` with its ``mpanet_export.json``. The graph is the
+model's forward pass at its fixed input size:
 
 - input ``images``: float32 (N, H, W, 3) RGB in [0, 255], **already resized** to the model's size
   (H x W = ``model.image_size``, e.g. 384 x 128 for SYSU) with
@@ -14,43 +15,33 @@ Why no uint8 any-size input as in the SavedModel: the SavedModel's resize (PIL's
 built from the dynamic input size with TensorFlow control flow) is not part of the ONNX graph, and
 decoding files has no ONNX op. Opset
 17 (:data:`DEFAULT_OPSET`) is used; ONNX Runtime >= 1.14 runs it.
+
+Recognised paths: an ``.onnx`` file (unless its ``mpanet_export.json`` names another runtime,
+e.g. int8), or a folder (not a run folder) holding
+``onnx/<version>/model.onnx`` (the highest version is taken).
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
+
+from mpanet_tf import run_folder
+from mpanet_tf.runtimes.registry import ExportOptions, Runtime, register
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
+ONNX_FILE = "model.onnx"
 
 
 def input_description(model) -> str:
     height, width = model.image_size
     return (f"{INPUT_NAME}: float32 (N, {height}, {width}, 3) RGB in [0, 255], already resized to "
             f"{height}x{width} (PIL's bilinear resize, aspect ratio ignored)")
-
-
-def embedding_function(model):
-    """A tf.function images float32 (N, H, W, 3) at the model size -> {"embeddings": (N, D)}, through
-    the BN-folded graph (:func:`mpanet_tf.inference.fold_batch_norms`, as the SavedModel and the
-    evaluation of a run folder)."""
-    import tensorflow as tf
-
-    from mpanet_tf.inference import fold_batch_norms
-
-    height, width = (int(s) for s in model.image_size)
-    network = fold_batch_norms(model)
-
-    @tf.function(input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME)],
-                 autograph=False)
-    def embed(images):
-        return {OUTPUT_NAME: tf.cast(network(images, training=False), tf.float32)}
-
-    return embed
 
 
 @contextmanager
@@ -67,7 +58,8 @@ def _environment(name: str, value: str):
 
 
 def write_onnx(model, path, opset: int = DEFAULT_OPSET) -> None:
-    """Convert the embedding of ``model`` to ONNX and write it to ``path``.
+    """Convert the embedding of ``model`` (:func:`mpanet_tf.inference.embedding_function`, the
+    BN-folded graph) to ONNX and write it to ``path``.
 
     tf2onnx normally deep-copies the whole graph (weights included) before each of its ~12
     optimizer passes so that a failing pass can be rolled back; for a ResNet-50 that copying is
@@ -78,9 +70,16 @@ def write_onnx(model, path, opset: int = DEFAULT_OPSET) -> None:
     Raises whatever tf2onnx raises; :func:`mpanet_tf.export.export_model` turns it into an
     :class:`~mpanet_tf.errors.ExportError`.
     """
+    import tensorflow as tf
     import tf2onnx
 
-    function = embedding_function(model)
+    from mpanet_tf.inference import embedding_function
+
+    embedding = embedding_function(model)
+
+    @tf.function(input_signature=embedding.input_signature, autograph=False)
+    def function(images):
+        return {OUTPUT_NAME: embedding.tensor(images)}
 
     def convert():
         tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=int(opset),
@@ -117,3 +116,51 @@ def onnx_embedder(session):
         return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
     return embed
+
+
+def latest_version_file(folder: Path, subdir: str, filename: str = ONNX_FILE) -> Path | None:
+    """``folder/subdir/<highest version>/filename``, or None."""
+    versions = [p for p in (folder / subdir).glob("*") if p.name.isdigit() and (p / filename).is_file()]
+    return max(versions, key=lambda p: int(p.name)) / filename if versions else None
+
+
+class OnnxRuntime(Runtime):
+    """ONNX files in ``OUTPUT/<subdir>/<version>/model.onnx`` run by ONNX Runtime on images
+    resized by the evaluation path (subclassed by the int8 runtime)."""
+
+    name = "onnx"
+    label = "ONNX"
+    help = "OUTPUT/onnx/<version>/model.onnx (float32, images already resized)"
+    priority = 30
+    subdir = "onnx"
+    accepts_unlabelled = True  # an .onnx file without export info is opened as float ONNX
+
+    def target(self, output: Path, version: int) -> Path:
+        return Path(output) / self.subdir / str(int(version))
+
+    def artifact(self, target: Path) -> Path:
+        return target / ONNX_FILE
+
+    def write(self, model, folder: Path, options: ExportOptions) -> dict:
+        opset = int(options.opset or DEFAULT_OPSET)
+        write_onnx(model, folder / ONNX_FILE, opset)
+        return {"opset": opset, "input": input_description(model)}
+
+    def find(self, path: Path) -> Path | None:
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            from mpanet_tf.export import read_export_info
+
+            labelled = read_export_info(path.parent).get("format")
+            return path if labelled == self.name or (labelled is None and self.accepts_unlabelled) else None
+        if path.is_dir() and not run_folder.is_run_folder(path):
+            return latest_version_file(path, self.subdir)
+        return None
+
+    def load(self, path: Path):
+        from mpanet_tf.eval.embedder import Embedder
+
+        session = onnx_session(path)
+        return Embedder(onnx_embedder(session), session_image_size(session), self.name, path)
+
+
+register(OnnxRuntime())

@@ -1,0 +1,210 @@
+"""int8 (ONNX Runtime QDQ) vs float32 embedding runtimes: throughput, agreement, retrieval.
+
+Two parts, measured in one run:
+
+1. **Speed.** The full-size SYSU model (384x128 input, 14336-d embedding; random weights with
+   non-trivial BatchNorm statistics: weights do not change the cost) is exported with
+   :func:`mpanet_tf.export.export_model` to every exportable runtime of the registry
+   (:mod:`mpanet_tf.runtimes`: SavedModel, ONNX, int8 calibrated on ``--calibration-images``
+   images of ``--data-root``), then each is timed on the same images at batch 1 and 32:
+   the SavedModel through ``serving_default`` (uint8, identity-size resize, as TF Serving runs
+   it), the others through their embedder on float32 arrays. Rounds interleave the runtimes
+   (``--rounds`` x ``--repeats`` calls each), the best round is reported, so a load change hits
+   every runtime alike.
+2. **Accuracy.** A run folder trained on the synthetic SYSU tree (``--run``, ``--data-root``;
+   e.g. ``mpanet-tf synth`` + ``mpanet-tf train --backbone-weights none`` for a few epochs) is
+   exported to ONNX and int8 (calibrated on the tree's images), and ``mpanet-tf eval --model``
+   runs the SYSU all-search single-shot protocol (10 trials) on the run folder, the ONNX file
+   and the int8 file, saving the features: R1/mAP of each, and the cosine similarity between
+   the int8 and float32 ONNX embeddings of every test image (mean, 1st percentile, worst).
+
+Usage::
+
+    mpanet-tf synth --out /tmp/b/sysu --ids 24 --size 96x48
+    mpanet-tf train --dataset sysu --data-root /tmp/b/sysu --output /tmp/b/run --epochs 10 \\
+        --image-size 96x48 --batch-ids 4 --images-per-id 4 --lr 1e-3 --milestones 1000 \\
+        --backbone-weights none --eval-every 0 --no-final-eval
+    python benchmarks/int8_speed.py --run /tmp/b/run --data-root /tmp/b/sysu --output int8.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _shell(command: str) -> str:
+    return subprocess.run(command, shell=True, capture_output=True, text=True).stdout.strip()
+
+
+def randomize_batch_norms(model, seed=0):
+    """gamma ~ U(0.5, 1.5), beta ~ N(0, 0.2), moving mean ~ N(0, 0.3), moving var ~ U(0.5, 2)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in [*model.backbone.layers, model.bn_neck]:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            values = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0, 0.2, channels),
+                      "moving_mean": rng.normal(0, 0.3, channels),
+                      "moving_variance": rng.uniform(0.5, 2.0, channels)}
+            for name, value in values.items():
+                variable = getattr(layer, name, None)
+                if variable is not None:
+                    variable.assign(value.astype(variable.dtype))
+
+
+def array_runner(runtime, artifact):
+    """runtime -> call(uint8 images (B, H, W, 3) at the model size) -> (B, D)."""
+    if runtime.name == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(artifact)).signatures["serving_default"]
+        return lambda images: serve(images=tf.constant(images))["embeddings"].numpy()
+    embedder = runtime.load(artifact)
+    return lambda images: embedder(images.astype(np.float32))
+
+
+def speed(args, data_root, scratch):
+    from mpanet_tf.config import MPANetConfig
+    from mpanet_tf.export import export_model
+    from mpanet_tf.model import build_model
+    from mpanet_tf.runtimes import format_names, get_runtime, quantized_names
+
+    config = MPANetConfig()
+    height, width = (int(s) for s in args.size.split("x"))
+    config.model.image_height, config.model.image_width = height, width
+    config.model.backbone_weights = "none"
+    model = build_model(config, num_classes=395)
+    randomize_batch_norms(model)
+    base = Path(scratch) / "speed"
+    names = [*format_names(), *quantized_names()]
+    started = time.perf_counter()
+    written = export_model(model, base, formats=names, calibration=data_root,
+                           calibration_images=args.calibration_images)
+    export_seconds = time.perf_counter() - started
+    del model
+    runners = {name: array_runner(get_runtime(name), path) for name, path in written.items()}
+    sizes = {name: sum(f.stat().st_size for f in (p if p.is_dir() else p.parent).rglob("*") if f.is_file()) / 2**20
+             for name, p in written.items()}
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        images = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+        for run in runners.values():
+            run(images)  # warm up
+        best = {name: 0.0 for name in runners}
+        for _ in range(args.rounds):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                for _ in range(args.repeats):
+                    run(images)
+                best[name] = max(best[name], batch * args.repeats / (time.perf_counter() - start))
+        for name in runners:
+            rows.append((name, batch, best[name]))
+            print(f"{name:12s} batch {batch:3d}: {best[name]:7.2f} images/s", flush=True)
+    return rows, sizes, export_seconds
+
+
+def accuracy(args, data_root, scratch):
+    from click.testing import CliRunner
+
+    from mpanet_tf.cli.main import cli
+    from mpanet_tf.eval.features import load_features
+    from mpanet_tf.export import export_model
+
+    base = Path(scratch) / "accuracy"
+    written = export_model(args.run, base, formats=("onnx", "int8"), calibration=data_root,
+                           calibration_images=args.calibration_images)
+    results, features = {}, {}
+    for name, model_path in (("keras (run folder)", args.run), ("onnx", written["onnx"]), ("int8", written["int8"])):
+        out, feats = Path(scratch) / f"{len(results)}.json", Path(scratch) / f"{len(results)}.npz"
+        result = CliRunner().invoke(cli, ["eval", "--dataset", "sysu", "--data-root", str(data_root), "--model",
+                                          str(model_path), "--save-features", str(feats), "--output", str(out),
+                                          "-q"])
+        if result.exit_code != 0:
+            raise SystemExit(f"eval of {model_path} failed: {result.output}")
+        results[name] = json.loads(out.read_text())
+        features[name] = load_features(feats)
+
+    def unit(rows):
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    int8 = np.concatenate([features["int8"].query_features, features["int8"].gallery_features])
+    float32 = np.concatenate([features["onnx"].query_features, features["onnx"].gallery_features])
+    cosine = np.sum(unit(int8) * unit(float32), axis=1)
+    return results, cosine
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="trained run folder (accuracy part)")
+    parser.add_argument("--data-root", required=True, help="synthetic SYSU tree: calibration and evaluation")
+    parser.add_argument("--size", default="384x128", help="input HxW of the speed part (default 384x128)")
+    parser.add_argument("--batch-sizes", default="1,32")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="calls per runtime per round (default 3)")
+    parser.add_argument("--calibration-images", type=int, default=16)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--output", default=None, help="also write the Markdown report here")
+    args = parser.parse_args(argv)
+
+    import onnxruntime
+    import tensorflow as tf
+
+    load_at_start = _shell("cat /proc/loadavg")
+    with tempfile.TemporaryDirectory(prefix="mpanet-int8-bench-") as scratch:
+        rows, sizes, export_seconds = ([], {}, 0.0) if args.skip_speed else speed(args, args.data_root, scratch)
+        results, cosine = accuracy(args, args.data_root, scratch)
+
+    cpu = _shell("lscpu | grep 'Model name'").split(":", 1)[-1].strip()
+    int8_flags = " ".join(sorted(set(_shell("grep -o -w -E 'avx512[a-z_]*|avx_vnni|avx2' /proc/cpuinfo").split())))
+    lines = [
+        "# int8 embedding model vs float32 runtimes (CPU)",
+        "",
+        f"Command: `python benchmarks/int8_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Versions: TensorFlow {tf.__version__}, ONNX Runtime {onnxruntime.__version__}, Python "
+        f"{platform.python_version()}. CPU: {cpu}, {_shell('nproc')} cores; SIMD flags: {int8_flags or 'none'} "
+        "(no AVX-512 VNNI / AVX-VNNI means no single-instruction int8 dot product).",
+        f"Load average at the start: {load_at_start}; at the end: {_shell('cat /proc/loadavg')}.",
+        "",
+    ]
+    if rows:
+        onnx32 = {batch: rate for name, batch, rate in rows if name == "onnx"}
+        lines += [
+            f"## Speed: full-size model {args.size}, random weights (export of all runtimes: {export_seconds:.0f} s)",
+            "",
+            "| runtime | batch | images/s | vs float32 ONNX | artifact MiB |",
+            "|---|---:|---:|---:|---:|",
+            *[f"| {name} | {batch} | {rate:.2f} | {rate / onnx32[batch]:.2f}x | {sizes[name]:.0f} |"
+              for name, batch, rate in rows],
+            "",
+        ]
+    lines += [
+        f"## Accuracy: {args.run} on {args.data_root} (SYSU all-search single-shot, 10 trials)",
+        "",
+        "| model | rank-1 | mAP | mINP |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {r['rank1']:.2f} | {r['mAP']:.2f} | {r['mINP']:.2f} |" for name, r in results.items()],
+        "",
+        f"Cosine similarity int8 vs float32 ONNX embeddings over {cosine.size} test images (query + gallery): "
+        f"mean {cosine.mean():.5f}, 1st percentile {np.percentile(cosine, 1):.5f}, worst {cosine.min():.5f}.",
+        "",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.output:
+        Path(args.output).write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The int8 runtime: a statically quantised ONNX model (ONNX Runtime QDQ, per-channel weights).
+
+``mpanet-tf export --quantize int8 --calibration DIR [--calibration-images N]`` writes
+``OUTPUT/int8/<version>/model.onnx`` beside the float artifacts:
+
+1. the float32 ONNX graph of :mod:`mpanet_tf.runtimes.onnx` (the BN-folded embedding);
+2. ONNX Runtime's pre-processing (``quant_pre_process``: graph optimisation, shape inference);
+3. ``quantize_static`` in the QDQ format, convolutions only (:data:`QUANTIZED_OPS`): weights
+   int8 per output channel (symmetric), activations uint8 per tensor, their ranges (MinMax) calibrated on N real images of the target data, read
+   with the project's image path (:func:`mpanet_tf.data.images.load_image`, exactly the inputs
+   evaluation feeds).
+
+The artifact has the float ONNX contract (input ``images`` float32 (N, H, W, 3) in [0, 255] at the
+model size, output ``embeddings`` float32 (N, D)); ONNX Runtime runs the Q/DQ pairs around each
+conv as integer kernels. Recognised paths: an ``.onnx`` file whose ``mpanet_export.json`` says
+``"format": "int8"``, or an export folder holding ``int8/<version>/model.onnx`` and no float
+SavedModel/ONNX (those are preferred, in that order).
+
+Speed and accuracy on this project's CPUs: benchmarks/int8_speed.py, benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mpanet_tf.errors import ExportError
+from mpanet_tf.runtimes.onnx import DEFAULT_OPSET, INPUT_NAME, ONNX_FILE, OnnxRuntime, input_description, write_onnx
+from mpanet_tf.runtimes.registry import ExportOptions, register
+
+# ONNX Runtime 1.32's MinMax calibrater keeps every intermediate tensor of every calibration batch
+# until the end (~0.37 GiB per image at 384x128, observed), and its CalibMaxIntermediateOutputs
+# option *drops* the batches it clears instead of reducing them; hence a small default.
+DEFAULT_CALIBRATION_IMAGES = 16
+CALIBRATION_BATCH = 4
+# Only the convolutions (the backbone, MAM's and PAM's 1x1 convs: nearly all of the compute) are
+# quantised; the attention maps, pooling and the BN neck stay float32. Measured on a tiny random
+# model with a data-calibrated neck (66 drawn images): quantising every supported op left 26% of
+# the int8 embeddings nearest to their own float32 embedding, convolutions only 100%.
+QUANTIZED_OPS = ["Conv"]
+
+
+def calibration_paths(source, count: int | None = None) -> list[Path]:
+    """``count`` image files of the folder ``source`` (searched recursively, as ``search`` lists a
+    gallery), evenly spread over the sorted list so every camera/identity folder contributes.
+
+    Raises:
+        DatasetError: ``source`` is not a folder or holds no image.
+    """
+    from mpanet_tf.search import find_images
+
+    paths = find_images(source, what="calibration")
+    count = min(int(count or DEFAULT_CALIBRATION_IMAGES), len(paths))
+    picks = np.unique(np.linspace(0, len(paths) - 1, count).round().astype(int))
+    return [paths[i] for i in picks]
+
+
+class CalibrationImages:
+    """An ONNX Runtime ``CalibrationDataReader``: {"images": (b, H, W, 3) float32} batches of the
+    calibration images loaded by :func:`mpanet_tf.data.images.load_image`."""
+
+    def __init__(self, paths, image_size, batch_size: int = CALIBRATION_BATCH):
+        self.paths = list(paths)
+        self.image_size = tuple(image_size)
+        self.batch_size = int(batch_size)
+        self.position = 0
+
+    def get_next(self):
+        from mpanet_tf.data.images import load_image
+
+        if self.position >= len(self.paths):
+            return None
+        chunk = self.paths[self.position:self.position + self.batch_size]
+        self.position += len(chunk)
+        return {INPUT_NAME: np.stack([load_image(p, self.image_size) for p in chunk]).astype(np.float32)}
+
+    def rewind(self):
+        self.position = 0
+
+
+def quantize_onnx(float_path, output_path, paths, image_size) -> None:
+    """Statically quantise the float ONNX file ``float_path`` to ``output_path`` (QDQ, int8
+    per-channel weights, uint8 activations calibrated on the image files ``paths``)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    float_path, output_path = Path(float_path), Path(output_path)
+    prepared = float_path.with_name("prepared.onnx")
+    try:
+        quant_pre_process(os.fspath(float_path), os.fspath(prepared), skip_symbolic_shape=True)
+    except Exception:  # pre-processing is an optimisation; quantise the converted graph as it is
+        prepared = float_path
+    quantize_static(
+        os.fspath(prepared), os.fspath(output_path), CalibrationImages(paths, image_size),
+        op_types_to_quantize=QUANTIZED_OPS,
+        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+    )
+
+
+class Int8Runtime(OnnxRuntime):
+    name = "int8"
+    label = "int8 ONNX"
+    help = ("OUTPUT/int8/<version>/model.onnx: ONNX Runtime QDQ int8 (per-channel weights), "
+            "calibrated on --calibration images")
+    quantized = True
+    priority = 40
+    subdir = "int8"
+    accepts_unlabelled = False
+
+    def check_options(self, options: ExportOptions) -> None:
+        if not options.calibration:
+            raise ExportError("--quantize int8 needs --calibration DIR: a folder of images of the target "
+                              "data (a dataset root works) to calibrate the activation ranges")
+        calibration_paths(options.calibration, 1)  # a missing or empty folder fails here, before writing
+
+    def write(self, model, folder: Path, options: ExportOptions) -> dict:
+        paths = calibration_paths(options.calibration, options.calibration_images)
+        opset = int(options.opset or DEFAULT_OPSET)
+        with tempfile.TemporaryDirectory(prefix="mpanet-int8-") as scratch:
+            float_path = Path(scratch) / "float.onnx"
+            write_onnx(model, float_path, opset)
+            quantize_onnx(float_path, folder / ONNX_FILE, paths, model.image_size)
+        return {"opset": opset, "input": input_description(model),
+                "quantization": {"method": "onnxruntime quantize_static, QDQ", "weights": "int8 per channel",
+                                 "activations": "uint8 per tensor, MinMax",
+                                 "calibration": os.fspath(options.calibration),
+                                 "calibration_images": len(paths)}}
+
+
+register(Int8Runtime())

@@ -1,0 +1,156 @@
+"""int8 export (ONNX Runtime QDQ, per-channel weights): layout, quantised graph, parity with the
+float model on real (synthetic-drawn) images by cosine, and loading everywhere a model is
+accepted (load_embedder, search, eval --model); option errors are one line, exit 2.
+
+One tiny model (64x32) is exported once per module through the CLI, calibrated on a drawn SYSU
+tree.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mpanet_tf.cli.main import cli
+from tests.export.test_savedmodel import TINY_SIZE, artifact_embeddings, write_tiny_run
+
+
+def calibrate_bn_neck(model, paths):
+    """Set the BN neck's moving statistics to the pre-neck features' mean and variance on ``paths``,
+    as training leaves them. A random network's raw features share one dominant direction (every
+    pair of images has cosine ~0.99), which would hide any quantisation error; the neck of a
+    trained model removes it, and so does this."""
+    from mpanet_tf.data.images import load_image
+
+    features = np.asarray(model.forward(np.stack([load_image(p, model.image_size) for p in paths]))["features"],
+                          np.float64)
+    model.bn_neck.moving_mean.assign(features.mean(axis=0).astype("float32"))
+    model.bn_neck.moving_variance.assign(features.var(axis=0).astype("float32"))
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    from mpanet_tf.data.synthetic import generate_sysu
+    from mpanet_tf.model import load_model
+    from mpanet_tf.search import find_images
+
+    root = tmp_path_factory.mktemp("int8")
+    run, model = write_tiny_run(root / "run", seed=11)
+    tree = generate_sysu(root / "SYSU-MM01", ids=6, images_per_camera=2, size=TINY_SIZE)
+    calibrate_bn_neck(model, find_images(tree))
+    model.save(run / "model.keras")
+    output = root / "saved_models" / "tiny"
+    result = CliRunner().invoke(cli, ["export", "--model", str(run), "--format", "onnx", "--quantize", "int8",
+                                      "--calibration", str(tree), "--calibration-images", "24",
+                                      "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    return {"root": root, "run": run, "tree": tree, "output": output, "model": load_model(run),
+            "int8": output / "int8" / "1" / "model.onnx", "onnx": output / "onnx" / "1" / "model.onnx",
+            "images": find_images(tree), "printed": result.output}
+
+
+def test_layout_export_info_and_quantised_graph(quantized):
+    import onnx
+
+    assert quantized["printed"].splitlines() == [f"onnx: {quantized['onnx']}", f"int8: {quantized['int8']}"]
+    info = json.loads((quantized["int8"].parent / "mpanet_export.json").read_text())
+    assert info["format"] == "int8" and (info["image_height"], info["image_width"]) == TINY_SIZE
+    assert info["quantization"]["calibration_images"] == 24
+    graph = onnx.load(str(quantized["int8"])).graph
+    assert graph.input[0].name == "images" and graph.output[0].name == "embeddings"
+    ops = [node.op_type for node in graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    initializers = {t.name: t for t in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    producers = {out: node for node in graph.node for out in node.output}
+    # every conv weight is an int8 tensor with one scale per output channel (per-channel quantisation)
+    weight_dequant = [producers[conv.input[1]] for conv in convs]
+    assert len(convs) >= 53 and all(node.op_type == "DequantizeLinear" for node in weight_dequant)
+    for node in weight_dequant:
+        weight, scale = initializers[node.input[0]], initializers[node.input[1]]
+        assert weight.data_type == onnx.TensorProto.INT8
+        assert list(scale.dims) == [weight.dims[0]]
+    # smaller than the float file: int8 weights
+    assert quantized["int8"].stat().st_size < 0.4 * quantized["onnx"].stat().st_size
+
+
+def test_int8_embeddings_match_the_float_model_by_cosine(quantized):
+    """Every int8 embedding is nearer (cosine) to its own image's float32 embedding than to any
+    other image's. The issue's cosine >= 0.99 is a target for a trained model
+    (benchmarks/int8_speed.py): a random network barely separates images, so after the neck's
+    standardisation its int8 noise is of the order of the differences (cosine ~0.27 measured)."""
+    from mpanet_tf.data.images import load_image
+    from mpanet_tf.eval.embedder import load_embedder
+
+    model, paths = quantized["model"], quantized["images"]
+    embedder = load_embedder(quantized["int8"])
+    assert embedder.kind == "int8" and embedder.image_size == TINY_SIZE
+    batch = np.stack([load_image(p, model.image_size) for p in paths])
+    got = embedder(batch)
+    expected = artifact_embeddings(model, paths)
+    assert got.shape == expected.shape == (len(paths), 14336)
+    unit_got = got / np.linalg.norm(got, axis=1, keepdims=True)
+    unit_expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    similarity = unit_got @ unit_expected.T  # (N, N): int8 image i vs float image j
+    same = np.diag(similarity).copy()
+    assert same.min() > 0
+    np.fill_diagonal(similarity, -np.inf)
+    assert (same > similarity.max(axis=1)).all()
+
+
+def test_int8_is_recognised_by_file_and_by_export_folder(quantized, tmp_path):
+    from mpanet_tf.eval.embedder import load_embedder
+
+    # the base folder prefers the float ONNX export beside it
+    assert load_embedder(quantized["output"]).kind == "onnx"
+    only = tmp_path / "only_int8"
+    shutil.copytree(quantized["int8"].parent, only / "int8" / "3")
+    embedder = load_embedder(only)
+    assert embedder.kind == "int8" and embedder.source == only / "int8" / "3" / "model.onnx"
+
+
+def test_search_and_eval_accept_the_int8_model(quantized, tmp_path):
+    from mpanet_tf.data.images import load_image
+    from mpanet_tf.data.sysu import SYSUDataset
+    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.eval.features import load_features
+
+    query = quantized["images"][5]
+    result = CliRunner().invoke(cli, ["search", "--model", str(quantized["int8"]), "--query", str(query),
+                                      "--gallery", str(quantized["tree"] / "cam1"), "--top-k", "3"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+    assert rows[0][2] == str(query) and float(rows[0][1]) < 1e-3
+
+    features = tmp_path / "f.npz"
+    result = CliRunner().invoke(cli, ["eval", "--dataset", "sysu", "--data-root", str(quantized["tree"]),
+                                      "--model", str(quantized["int8"]), "--save-features", str(features),
+                                      "--trials", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    records = SYSUDataset(quantized["tree"]).query_records()
+    direct = load_embedder(quantized["int8"])(np.stack([load_image(r.path, TINY_SIZE) for r in records]))
+    np.testing.assert_allclose(load_features(features).query_features, direct, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--quantize int8 needs --calibration"),
+    (["--calibration", "{missing}"], "calibration folder"),
+])
+def test_quantize_option_errors_are_one_line(quantized, tmp_path, extra, message):
+    extra = [arg.format(missing=tmp_path / "missing") for arg in extra]
+    output = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "--model", str(quantized["run"]), "--quantize", "int8",
+                                      "--output", str(output), *extra])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and message in result.output
+    assert not output.exists()
+
+
+def test_calibration_without_quantize_is_refused(quantized, tmp_path):
+    result = CliRunner().invoke(cli, ["export", "--model", str(quantized["run"]), "--calibration",
+                                      str(quantized["tree"]), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "only apply with --quantize int8" in result.output
