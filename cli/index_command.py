@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mpanet_tf.cli.datasets import DatasetChoice
+
 _MODEL_HELP = ("Run folder written by `mpanet-tf train`, a .keras file, an exported SavedModel folder or an "
                ".onnx file. The index keeps its fingerprint and refuses any other model.")
 
@@ -12,13 +14,14 @@ def _source_options(function):
     for option in reversed([
         click.option("--images", type=click.Path(file_okay=False), default=None,
                      help="A folder of images (searched recursively for .jpg/.jpeg/.png/.bmp)."),
-        click.option("--dataset", type=click.Choice(["sysu", "regdb"]), default=None,
+        click.option("--dataset", type=DatasetChoice(), default=None,
                      help="Instead of --images: a dataset split, with --data-root (keeps identity, camera, "
                           "modality)."),
         click.option("--data-root", default=None, help="Dataset folder for --dataset."),
         click.option("--split", type=click.Choice(["gallery", "query", "train", "all"]), default="gallery",
-                     show_default=True, help="Which images of --dataset (gallery: SYSU visible test pool, "
-                                             "RegDB visible test images)."),
+                     show_default=True, help="Which images of --dataset: the gallery or query side of its test "
+                                             "protocol (SYSU: visible test pool / infrared test images), its training "
+                                             "images, or all."),
         click.option("--trial", type=click.IntRange(1, 10), default=1, show_default=True,
                      help="RegDB trial of --split."),
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,

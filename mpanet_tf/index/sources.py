@@ -27,13 +27,15 @@ def folder_entries(folder) -> tuple[list[dict], dict]:
 
 
 def _split_records(dataset, split: str, name: str):
+    """``train``/``all`` records, or the query or gallery side of the dataset protocol's test split."""
+    from mpanet_tf.data.registry import get_dataset
+
     if split == "train":
         return dataset.train_records()
     if split == "all":
         return dataset.all_records()
-    if name == "sysu":
-        return dataset.query_records() if split == "query" else dataset.gallery_records("all")
-    return dataset.test_thermal() if split == "query" else dataset.test_visible()
+    query, gallery = get_dataset(name).get_protocol().test_split(dataset)
+    return query if split == "query" else gallery
 
 
 def dataset_entries(name: str, data_root, split: str = "gallery", trial: int = 1) -> tuple[list[dict], dict]:
@@ -43,7 +45,7 @@ def dataset_entries(name: str, data_root, split: str = "gallery", trial: int = 1
     visible test images of ``trial``), ``query`` (SYSU: infrared test images; RegDB: thermal test
     images), ``train`` or ``all``.
     """
-    from mpanet_tf.data.records import load_dataset
+    from mpanet_tf.data.registry import load_dataset
 
     if split not in SPLITS:
         raise ConfigError(f"unknown --split {split!r}; choose one of {', '.join(SPLITS)}")
