@@ -23,6 +23,7 @@ from mpanet_tf import run_folder
 from mpanet_tf.config import MPANetConfig
 from mpanet_tf.data.images import normalize_images
 from mpanet_tf.errors import CheckpointError
+from mpanet_tf.layers.batch_norm import TorchBatchNorm
 from mpanet_tf.layers.initializers import torch_default_uniform
 from mpanet_tf.layers.modality_alleviation import ModalityAlleviation
 from mpanet_tf.layers.pattern_alignment import PatternAlignment
@@ -100,7 +101,7 @@ class MPANet(keras.Model):
         self.pam = PatternAlignment(m.num_parts, name="pam") if m.use_pam else None
         if self.pam is not None:
             self.pam.build((None, None, None, 2048))
-        self.bn_neck = keras.layers.BatchNormalization(
+        self.bn_neck = TorchBatchNorm(
             epsilon=1e-5, momentum=0.9, center=False, synchronized=config.train.sync_bn_neck,
             name="bn_neck",
         )

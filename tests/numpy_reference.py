@@ -1,5 +1,5 @@
 """Independent numpy implementations, in PyTorch's NCHW layout and conventions, of the pieces of
-MPANet: convolution with PyTorch padding, BatchNorm in inference mode, instance norm, the MAM, the
+MPANet: convolution with PyTorch padding, BatchNorm in inference and training mode, instance norm, the MAM, the
 PAM pooling and a torchvision Bottleneck. Tests compare our Keras layers against these, feeding
 both the same PyTorch-layout weights. Nothing here imports our Keras code.
 """
@@ -30,6 +30,38 @@ def batch_norm_inference(x, gamma, beta, mean, var, eps=1e-5):
     """PyTorch BatchNorm (eval mode) over channel axis 1 of (B, C, ...)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def batch_norm_train(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
+    """PyTorch BatchNorm1d/2d in training mode over channel axis 1 of (B, C, ...).
+
+    Normalises with the biased batch variance and updates ``running_var`` with the unbiased one
+    (n / (n - 1), n = values per channel), ``running = (1 - momentum) * running + momentum * batch``
+    (torch/nn/modules/batchnorm.py, ``F.batch_norm``). Returns (y, new_running_mean, new_running_var).
+    """
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    n = x.size // x.shape[1]
+    mean = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * gamma.reshape(shape) + beta.reshape(shape)
+    new_mean = (1 - momentum) * running_mean + momentum * mean
+    new_var = (1 - momentum) * running_var + momentum * var * n / (n - 1)
+    return y, new_mean, new_var
+
+
+def batch_norm_train_backward(x, gamma, dy, eps=1e-5):
+    """Gradients (dx, dgamma, dbeta) of training-mode BatchNorm (batch statistics) over axis 1."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    x_hat = (x - mean) * inv_std
+    dgamma = (dy * x_hat).sum(axis=axes)
+    dbeta = dy.sum(axis=axes)
+    dx = gamma.reshape(shape) * inv_std * (dy - dy.mean(axis=axes, keepdims=True)
+                                          - x_hat * (dy * x_hat).mean(axis=axes, keepdims=True))
+    return dx, dgamma, dbeta
 
 
 def instance_norm(x, eps=1e-5):

@@ -4,7 +4,8 @@ Not ``keras.applications.ResNet50`` (v1: stride on the first 1x1 conv, conv bias
 1.001e-5, BGR caffe preprocessing). Here, as in torchvision:
 
 - Bottleneck blocks with the stride on the 3x3 conv, no conv biases, BatchNorm eps 1e-5 and
-  momentum 0.1 (Keras momentum 0.9);
+  momentum 0.1 (Keras momentum 0.9), running variance updated with the unbiased batch variance
+  as PyTorch does (:mod:`mpanet_tf.layers.batch_norm`);
 - explicit symmetric zero padding (PyTorch ``padding=k//2``) before every k>1 conv and before the
   stem max-pool, so stride-2 convs see the same windows as PyTorch (Keras ``"same"`` pads
   asymmetrically). The max-pool follows a ReLU, so zero padding equals PyTorch's -inf padding;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import keras
 
+from mpanet_tf.layers.batch_norm import TorchBatchNorm
 from mpanet_tf.layers.initializers import kaiming_normal_fan_out
 
 BLOCKS_PER_STAGE = (3, 4, 6, 3)
@@ -43,8 +45,9 @@ def conv2d(x, filters, kernel_size, stride, name, dtype=None):
 
 
 def batch_norm(x, name, dtype=None):
-    """PyTorch BatchNorm2d defaults: eps 1e-5, momentum 0.1, gamma 1, beta 0."""
-    return keras.layers.BatchNormalization(
+    """PyTorch BatchNorm2d: eps 1e-5, momentum 0.1, gamma 1, beta 0, PyTorch's running-variance
+    update, fused in training (:class:`~mpanet_tf.layers.batch_norm.TorchBatchNorm`)."""
+    return TorchBatchNorm(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype
     )(x)
 
