@@ -135,7 +135,7 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log):
     dataset = load_dataset(data.dataset, data.data_root or ".", data.trial)
     records = dataset.train_records()
     if data.skip_bad_images:
-        from mpanet_tf.data.pipeline import find_bad_images
+        from mpanet_tf.data.bad_images import find_bad_images
 
         bad = set(find_bad_images(records, progress=False))
         if bad:
