@@ -20,6 +20,16 @@ from mpanet_tf.errors import ConfigError
 
 MAM_VARIANTS = ("mam", "in", "se")
 
+#: The loss terms of the train step in logging order, with their legend labels (facts §2). They
+#: name the step's metrics, the progress bar, every ``history.json`` entry, TensorBoard and the
+#: curves picture; ``sid`` is CE_vis + CE_ir unweighted.
+LOSS_TERMS = {"id": "L_id (shared CE)", "cc": "L_cc (center cluster)", "sep": "L_sep (pattern separation)",
+              "sid": "L_sid (CE_vis + CE_ir)", "kl": "L_KL (mutual mean)"}
+#: The key of the weighted total (Eq. 14 with the code's weights) in logs and history entries.
+TOTAL_LOSS = "loss"
+#: Every loss key of a history entry: the total, then :data:`LOSS_TERMS`.
+LOGGED_LOSSES = (TOTAL_LOSS, *LOSS_TERMS)
+
 
 @dataclass
 class ModelConfig:

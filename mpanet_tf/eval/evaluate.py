@@ -19,6 +19,7 @@ from typing import Callable
 
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.report import aggregate_repeats, combine_trials
+from mpanet_tf.run_folder import seed_folders, seed_of
 
 REGDB_TRIALS = tuple(range(1, 11))
 SYSU_QUERY_CAMERAS = {3, 6}
@@ -106,21 +107,12 @@ def parse_trials(text) -> tuple:
     return trials
 
 
-def seed_folders(path) -> list[Path]:
-    """The ``seed-K`` sub-folders of ``path`` (``train --repeat`` layout), sorted by K."""
-    path = Path(path)
-    if not path.is_dir():
-        return []
-    found = [p for p in path.glob("seed-*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
 def _fill(template: str, trial=None, seed=None) -> str:
     text = template
     if trial is not None:
         text = text.replace("{trial}", str(trial))
     if seed is not None:
-        text = text.replace("{seed}", seed[5:] if seed.startswith("seed-") else seed)
+        text = text.replace("{seed}", str(seed_of(seed)) if seed_of(seed) is not None else seed)
     return text
 
 
