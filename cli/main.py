@@ -31,15 +31,25 @@ COMMAND_MODULES = (
 )
 
 
-class ProjectGroup(click.Group):
-    """A click group that turns the project's errors into one line and exit code 2."""
+HELP_OPTIONS = ("-h", "--help")
 
-    def invoke(self, ctx):
-        pending = [*getattr(ctx, "_protected_args", []), *ctx.args]
-        if pending and not {"-h", "--help"} & set(pending):
+
+class ProjectGroup(click.Group):
+    """A click group that imports TensorFlow quietly before a command runs and turns the project's
+    errors into one line and exit code 2."""
+
+    def resolve_command(self, ctx, args):
+        # Called once the group's own options are parsed, with [command, its arguments...]. A
+        # command that will run (not its --help, not shell completion) gets TensorFlow imported
+        # first, with its native start-up lines silenced (mpanet_tf.tf_runtime).
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not ctx.resilient_parsing and not set(HELP_OPTIONS) & set(rest):
             from mpanet_tf.tf_runtime import import_tensorflow_quietly
 
             import_tensorflow_quietly()
+        return name, command, rest
+
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MPANetError as error:

@@ -34,6 +34,12 @@ def make_entry(epoch: int, global_step: int, iterations: int, lr: float, ema_rat
     return entry
 
 
+def epoch_line(entry: dict) -> str:
+    """The one log line of a finished epoch: its time, global step and every loss term."""
+    terms = ", ".join(f"{key} {entry[key]:.4f}" for key in LOSS_KEYS)
+    return f"epoch {entry['epoch']} done in {entry['seconds']:.1f}s (global step {entry['global_step']}): {terms}"
+
+
 def write_history(run_dir, history: list) -> None:
     """Write ``history.json`` atomically."""
     run_folder.atomic_write_json(Path(run_dir) / run_folder.HISTORY_FILE, {"epochs": list(history)})

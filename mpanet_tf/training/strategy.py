@@ -23,6 +23,7 @@ import json
 import os
 
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.training.keras_workarounds import in_multi_worker_mode
 
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
@@ -79,7 +80,7 @@ def read_tf_config() -> dict | None:
 def is_chief(strategy=None) -> bool:
     """True for the process that writes the run folder: the only process of a single-worker run;
     under multi-worker the ``chief`` task, or worker 0 when the cluster has no chief."""
-    config = read_tf_config() if _is_multi_worker(strategy) else None
+    config = read_tf_config() if in_multi_worker_mode(strategy) else None
     if config is None:
         return True
     task = config.get("task", {})
@@ -88,13 +89,6 @@ def is_chief(strategy=None) -> bool:
         return True
     has_chief = bool(config.get("cluster", {}).get("chief"))
     return task_type == "worker" and index == 0 and not has_chief
-
-
-def _is_multi_worker(strategy) -> bool:
-    if strategy is None:
-        return False
-    extended = getattr(strategy, "extended", None)
-    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
 
 
 def check_replica_layout(batch_ids: int, images_per_id: int, num_replicas: int) -> None:
