@@ -22,10 +22,9 @@ from __future__ import annotations
 import json
 import os
 
+from mpanet_tf.config import STRATEGIES
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.training.keras_workarounds import in_multi_worker_mode
-
-STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
 
 def make_strategy(name: str = "auto"):
