@@ -296,7 +296,7 @@ class TrainingRun:
             self.schedule.apply(self.model, epoch)
             means = {k: v / max(progress.count, 1) for k, v in progress.sums.items()}
             seconds = progress.seconds
-        return make_entry(epoch, progress.global_step, iterations, values["lr"], values["ema_rate"], means, seconds)
+        return make_entry(progress, values, means, seconds)
 
     def _fit(self, epoch: int, first_step: int, iterations: int) -> None:
         """One ``fit`` over the steps ``first_step ..`` of ``epoch``; a decode error names the
