@@ -48,20 +48,28 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
 
 
+HELP_OPTIONS = ("-h", "--help")
+
 
 class ProjectGroup(click.Group):
-    """A click group that turns the project's errors into one line and exit code 2."""
+    """A click group that imports TensorFlow quietly before a command runs and turns the project's
+    errors into one line and exit code 2."""
 
-    def invoke(self, ctx):
-        pending = [*getattr(ctx, "_protected_args", []), *ctx.args]
-        if pending and not {"-h", "--help"} & set(pending):
+    def resolve_command(self, ctx, args):
+        # Called once the group's own options are parsed, with [command, its arguments...]. A
+        # command that will run (not its --help, not shell completion) gets TensorFlow imported
+        # first, with its native start-up lines silenced (mpanet_tf.tf_runtime).
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not ctx.resilient_parsing and not set(HELP_OPTIONS) & set(rest):
             from mpanet_tf.tf_runtime import import_tensorflow_quietly
 
             import_tensorflow_quietly()
+        return name, command, rest
+
+    def invoke(self, ctx):
         try:
             with warnings.catch_warnings():
                 # A library warning (a permutation cell left out, ...) reaches the user as one line.
-                warnings.simplefilter("default")
                 warnings.showwarning = _one_line_warning
                 return super().invoke(ctx)
         except MPANetError as error:

@@ -1,7 +1,9 @@
 """``mpanet-tf train``: train MPANet on SYSU-MM01 or RegDB into a run folder.
 
 The defaults are the authors' configuration (``MPANetConfig.preset(dataset)``, facts §3); every
-hyper-parameter has an option. The command only resolves the config and calls
+hyper-parameter has an option. The options of config fields (their names, types, choices, help and
+stated defaults) are derived from the config dataclasses (:func:`mpanet_tf.config.cli_fields`), and
+``--set section.field=value`` sets any field. The command only resolves the config and calls
 :func:`mpanet_tf.training.train` / :func:`~mpanet_tf.training.train_repeats`.
 """
 
@@ -15,36 +17,40 @@ import click
 from click.core import ParameterSource
 
 from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.config import ABLATIONS, MIXED_PRECISIONS, cli_fields, default_help, preset_values, show_value
 from mpanet_tf.errors import ConfigError
 
-#: option name -> (config section, field, converter). Only options given on the command line
-#: override the preset (or, with --resume, the run's config.json).
-OVERRIDES = {
-    "data_root": ("data", "data_root", str),
-    "trial": ("data", "trial", int),
-    "epochs": ("train", "epochs", int),
-    "batch_ids": ("data", "batch_ids", int),
-    "images_per_id": ("data", "images_per_id", int),
-    "lr": ("train", "lr", float),
-    "weight_decay": ("train", "weight_decay", float),
-    "gamma": ("train", "gamma", float),
-    "seed": ("train", "seed", int),
-    "steps_per_epoch": ("train", "steps_per_epoch", int),
-    "backbone_weights": ("model", "backbone_weights", str),
-    "strategy": ("train", "strategy", str),
-    "jit": ("train", "jit", bool),
-    "sync_bn_neck": ("train", "sync_bn_neck", bool),
-    "save_every_steps": ("train", "save_every_steps", int),
-    "eval_every": ("train", "eval_every", int),
-    "skip_bad_images": ("data", "skip_bad_images", bool),
-    "cache": ("data", "cache", str),
-    "pad_fill": ("data", "pad_fill", str),
-    "weight_sep": ("loss", "weight_sep", float),
-    "weight_sid": ("loss", "weight_sid", float),
-    "weight_kl": ("loss", "weight_kl", float),
-    "margin": ("loss", "margin", float),
-    "update_rate": ("loss", "update_rate", float),
-}
+
+def _option_name(declaration: str) -> str:
+    """The click parameter name of ``--foo-bar`` or ``--foo-bar/--no-foo-bar``: ``foo_bar``."""
+    return declaration.split("/")[0].lstrip("-").replace("-", "_")
+
+
+#: option name -> (config section, field) for the options derived from the config's fields
+#: (:func:`mpanet_tf.config.cli_fields`). Only options given on the command line override the
+#: preset (or, with --resume, the run's config.json).
+FIELD_OPTIONS = {_option_name(item.metadata["cli"]): (section, item.name) for section, item in cli_fields()}
+
+
+def config_field_options(command):
+    """Add one option per config field that declares one (``metadata["cli"]``): its type, choices,
+    help and stated default come from the dataclass; the option's default is None ("the preset's")."""
+    for section, item in reversed(cli_fields()):
+        declaration = item.metadata["cli"]
+        kwargs = {"help": item.metadata["help"], "default": None}
+        if isinstance(item.default, bool):
+            kwargs["default"] = item.default
+            if "/" not in declaration:
+                kwargs["is_flag"] = True
+        elif "choices" in item.metadata:
+            kwargs["type"] = click.Choice(list(item.metadata["choices"]))
+        elif not isinstance(item.default, str):
+            kwargs["type"] = type(item.default)
+        if not kwargs.get("is_flag"):
+            kwargs["help"] += f" [default: {default_help(section, item)}]"
+        kwargs["help"] += "."
+        command = click.option(declaration, **kwargs)(command)
+    return command
 
 
 def _parse_milestones(text: str) -> tuple:
@@ -62,12 +68,12 @@ def _given(ctx, name) -> bool:
 
 
 def _apply_overrides(config, ctx, params):
-    from mpanet_tf.config import MPANetConfig, parse_image_size
+    from mpanet_tf.config import MPANetConfig, apply_assignments, parse_image_size
 
     data = config.to_dict()
-    for name, (section, field, convert) in OVERRIDES.items():
+    for name, (section, field) in FIELD_OPTIONS.items():
         if _given(ctx, name):
-            data[section][field] = convert(params[name])
+            data[section][field] = params[name]
     if _given(ctx, "image_size"):
         data["model"]["image_height"], data["model"]["image_width"] = parse_image_size(params["image_size"])
     if _given(ctx, "milestones"):
@@ -76,7 +82,7 @@ def _apply_overrides(config, ctx, params):
         data["train"]["mixed_precision"] = "" if params["mixed_precision"] == "none" else params["mixed_precision"]
     if params["single_modality_ce"]:
         data["loss"]["double_modality_ce"] = False
-    return MPANetConfig.from_dict(data)
+    return apply_assignments(MPANetConfig.from_dict(data), params["set_fields"])
 
 
 def _saved_config(output: Path, repeat: int):
@@ -85,13 +91,10 @@ def _saved_config(output: Path, repeat: int):
     from mpanet_tf.config import MPANetConfig
 
     if repeat == 1:
-        return MPANetConfig.from_json_file(output / "config.json") if run_folder.is_run_folder(output) else None
-    folders = sorted((p for p in output.glob("seed-*") if run_folder.is_run_folder(p)),
-                     key=lambda p: int(p.name.split("-", 1)[1]) if p.name.split("-", 1)[1].isdigit() else 1 << 30)
-    if not folders:
-        return None
-    config = MPANetConfig.from_json_file(folders[0] / "config.json")
-    return config
+        folders = [output] if run_folder.is_run_folder(output) else []
+    else:
+        folders = [folder for folder in run_folder.seed_folders(output) if run_folder.is_run_folder(folder)]
+    return MPANetConfig.from_json_file(folders[0] / run_folder.CONFIG_FILE) if folders else None
 
 
 def resolve_config(ctx, params):
@@ -118,66 +121,43 @@ def _resume_hint(output, repeat) -> str:
     return f"mpanet-tf train --output {shlex.quote(str(output))}{extra} --resume"
 
 
+def _preset_default(section: str, name: str) -> str:
+    """``80,120 sysu, 110 regdb``: a field's value in every preset, for an option's help."""
+    return ", ".join(f"{show_value(value)} {preset}" for preset, value in preset_values(section, name).items())
+
+
+def _image_size_default() -> str:
+    """``384x128 sysu, 256x128 regdb``: the presets' input sizes."""
+    heights, widths = preset_values("model", "image_height"), preset_values("model", "image_width")
+    return ", ".join(f"{heights[preset]}x{widths[preset]} {preset}" for preset in heights)
+
+
 @click.command("train")
 @click.option("--dataset", type=DatasetChoice(), default=None,
               help="Dataset and preset (the authors' SYSU.yml / RegDB.yml). Required unless --resume.")
-@click.option("--data-root", default=None,
-              help="Dataset folder [default: the preset's, datasets/SYSU-MM01 or datasets/RegDB].")
-@click.option("--trial", type=int, default=1, show_default=True, help="RegDB trial 1..10 (train and test split).")
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Run folder (runs/NAME); must be empty unless --resume or --force.")
-@click.option("--epochs", type=int, default=None, help="Epochs [default: 140].")
 @click.option("--image-size", default=None,
-              help="Input size HxW [default: 384x128 for sysu, 256x128 for regdb].")
-@click.option("--batch-ids", type=int, default=None, help="P identities per batch [default: 16 sysu, 12 regdb].")
-@click.option("--images-per-id", type=int, default=None,
-              help="K images per identity, half infrared [default: 8 sysu, 10 regdb].")
-@click.option("--lr", type=float, default=3.5e-4, help="Adam learning rate [default: 3.5e-4].")
-@click.option("--weight-decay", type=float, default=5e-4,
-              help="Coupled L2 weight decay, as PyTorch Adam's (added to the gradients) [default: 5e-4].")
+              help=f"Input size HxW [default: the preset's: {_image_size_default()}].")
 @click.option("--milestones", default=None,
-              help="Epochs after which the LR is multiplied by --gamma [default: 80,120 sysu; 110 regdb].")
-@click.option("--gamma", type=float, default=0.1, help="LR factor at each milestone [default: 0.1].")
-@click.option("--seed", type=int, default=1, help="Seed of the sampler and the augmentation [default: 1].")
-@click.option("--steps-per-epoch", type=int, default=0,
-              help="Cap on iterations per epoch [default: 0 = one full pass of the regenerated sampler].")
-@click.option("--backbone-weights", default="imagenet",
-              help="ResNet-50 init: imagenet (torchvision resnet50-19c8e357.pth, cached or downloaded), none "
-                   "(random) or the path of a torchvision-layout .pth [default: imagenet].")
-@click.option("--strategy", type=click.Choice(["auto", "one-device", "mirrored", "multi-worker"]), default="auto",
-              help="Distribution: auto = mirrored over all GPUs when >1, else one device; multi-worker reads "
-                   "TF_CONFIG [default: auto].")
-@click.option("--mixed-precision", type=click.Choice(["none", "bf16", "fp16"]), default="none",
+              help=f"Epochs after which the LR is multiplied by --gamma [default: the preset's: "
+                   f"{_preset_default('train', 'milestones')}].")
+@click.option("--mixed-precision", type=click.Choice([p or "none" for p in MIXED_PRECISIONS]), default="none",
               help="Mixed precision policy (losses stay float32; fp16 uses dynamic loss scaling) [default: none].")
-@click.option("--jit/--no-jit", default=False, help="Compile the train step with XLA [default: off].")
-@click.option("--sync-bn-neck/--no-sync-bn-neck", default=False,
-              help="Synchronise the BN-neck batch statistics across replicas [default: off].")
-@click.option("--save-every-steps", type=int, default=0,
-              help="Also checkpoint every N steps [default: 0 = at epoch ends only].")
-@click.option("--eval-every", type=int, default=0,
-              help="Evaluate on the test split every N epochs [default: 0 = only the last epoch's model].")
 @click.option("--final-eval/--no-final-eval", default=True,
               help="Evaluate the last epoch's model at the end [default: on].")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its newest checkpoint.")
 @click.option("--force", is_flag=True, help="Delete what an earlier run wrote in --output and start over.")
 @click.option("--repeat", type=int, default=1, show_default=True,
               help="Train N runs with seeds seed, seed+1, ... into --output/seed-K/.")
-@click.option("--skip-bad-images", is_flag=True, help="Leave undecodable training images out instead of stopping.")
-@click.option("--cache", default="", help="Image cache folder written by `mpanet-tf prepare` [default: none].")
-@click.option("--ablation", default=None,
-              type=click.Choice(["baseline", "+cc", "+ml", "+pam", "+mam", "mam-as-in", "mam-as-se"]),
+@click.option("--ablation", default=None, type=click.Choice(list(ABLATIONS)),
               help="A row of the paper's ablation tables (config.ABLATIONS) [default: the full model].")
-@click.option("--pad-fill", type=click.Choice(["grey", "red"]), default="grey",
-              help="Pad colour before the random crop: grey (127,127,127) or red (127,0,0), what the authors' "
-                   "torchvision 0.4 produced [default: grey].")
-@click.option("--weight-sep", type=float, default=0.5, help="Weight of the separation loss [default: 0.5].")
-@click.option("--weight-sid", type=float, default=0.5,
-              help="Weight of each modality-specific CE, counted twice as in the authors' code [default: 0.5].")
-@click.option("--weight-kl", type=float, default=2.5, help="Weight of the mutual-mean KL loss [default: 2.5].")
-@click.option("--margin", type=float, default=0.7, help="Centre-cluster push margin rho [default: 0.7].")
-@click.option("--update-rate", type=float, default=0.2, help="EMA rate of the mean classifiers [default: 0.2].")
 @click.option("--single-modality-ce", is_flag=True,
               help="Count each modality-specific CE once (the paper's Eq.) instead of twice (the code).")
+@config_field_options
+@click.option("--set", "set_fields", multiple=True, metavar="SECTION.FIELD=VALUE",
+              help="Set any config field, e.g. --set loss.normalize_sep=true --set train.milestones=40,60 "
+                   "(repeatable; applied after the other options).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print every step checkpoint.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @click.pass_context

@@ -8,6 +8,12 @@ switches of the paper's Tables 3 and 4 live in :data:`ABLATIONS`.
 
 The resolved config is written as JSON next to every checkpoint (:meth:`MPANetConfig.to_json`) and
 read back by :meth:`MPANetConfig.from_dict`.
+
+Every field is declared once, here: its default, its allowed values (``metadata["choices"]``,
+checked by :meth:`MPANetConfig.validate`) and, for the fields ``mpanet-tf train`` has an option for,
+the option's name and help (``metadata["cli"]``, ``metadata["help"]``); the CLI derives its options
+from them (:func:`cli_fields`). Any field can also be set as ``--set section.field=value``
+(:func:`parse_assignment`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,35 @@ from typing import Any
 from mpanet_tf.errors import ConfigError
 
 MAM_VARIANTS = ("mam", "in", "se")
+KL_GRAD_SIDES = ("specific", "paper")
+PAD_FILLS = ("grey", "red")
+ERASE_ASPECTS = ("uniform", "log-uniform")
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
+MIXED_PRECISIONS = ("", "bf16", "fp16")
+
+
+def _field(default, help: str = "", *, cli: str | None = None, choices=None, default_help: str | None = None):
+    """A config field with its description: ``help`` (the CLI option's help), ``cli`` (the option's
+    declaration, e.g. ``"--lr"`` or ``"--jit/--no-jit"``; None = only ``--set``), ``choices`` (the
+    allowed values) and ``default_help`` (how the help states the default, when not the value)."""
+    metadata = {"help": help}
+    if cli is not None:
+        metadata["cli"] = cli
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if default_help is not None:
+        metadata["default_help"] = default_help
+    return field(default=default, metadata=metadata)
+
+#: The loss terms of the train step in logging order, with their legend labels (facts §2). They
+#: name the step's metrics, the progress bar, every ``history.json`` entry, TensorBoard and the
+#: curves picture; ``sid`` is CE_vis + CE_ir unweighted.
+LOSS_TERMS = {"id": "L_id (shared CE)", "cc": "L_cc (center cluster)", "sep": "L_sep (pattern separation)",
+              "sid": "L_sid (CE_vis + CE_ir)", "kl": "L_KL (mutual mean)"}
+#: The key of the weighted total (Eq. 14 with the code's weights) in logs and history entries.
+TOTAL_LOSS = "loss"
+#: Every loss key of a history entry: the total, then :data:`LOSS_TERMS`.
+LOGGED_LOSSES = (TOTAL_LOSS, *LOSS_TERMS)
 
 
 @dataclass
@@ -45,11 +80,13 @@ class ModelConfig:
     reduction: int = 16
     last_stride: int = 1
     modality_attention: int = 2
-    mam_variant: str = "mam"
+    mam_variant: str = _field("mam", choices=MAM_VARIANTS)
     use_pam: bool = True
     image_height: int = 384
     image_width: int = 128
-    backbone_weights: str = "imagenet"
+    backbone_weights: str = _field(
+        "imagenet", "ResNet-50 init: imagenet (torchvision resnet50-19c8e357.pth, cached or downloaded), none "
+        "(random) or the path of a torchvision-layout .pth", cli="--backbone-weights")
 
     @property
     def feature_dim(self) -> int:
@@ -81,16 +118,17 @@ class LossConfig:
             False updates after the step.
     """
 
-    weight_sep: float = 0.5
-    margin: float = 0.7
-    weight_sid: float = 0.5
-    weight_kl: float = 2.5
-    update_rate: float = 0.2
+    weight_sep: float = _field(0.5, "Weight of the separation loss", cli="--weight-sep")
+    margin: float = _field(0.7, "Centre-cluster push margin rho", cli="--margin")
+    weight_sid: float = _field(0.5, "Weight of each modality-specific CE, counted twice as in the authors' code",
+                               cli="--weight-sid")
+    weight_kl: float = _field(2.5, "Weight of the mutual-mean KL loss", cli="--weight-kl")
+    update_rate: float = _field(0.2, "EMA rate of the mean classifiers", cli="--update-rate")
     ema_decay_epoch: int = 100
     use_cc: bool = True
     use_ml: bool = True
     double_modality_ce: bool = True
-    kl_grad_side: str = "specific"
+    kl_grad_side: str = _field("specific", choices=KL_GRAD_SIDES)
     normalize_sep: bool = False
     ema_before_step: bool = True
 
@@ -115,17 +153,20 @@ class DataConfig:
     """
 
     dataset: str = "sysu"
-    data_root: str = ""
-    trial: int = 1
-    batch_ids: int = 16
-    images_per_id: int = 8
+    data_root: str = _field("", "Dataset folder", cli="--data-root")
+    trial: int = _field(1, "RegDB trial 1..10 (train and test split)", cli="--trial")
+    batch_ids: int = _field(16, "P identities per batch", cli="--batch-ids")
+    images_per_id: int = _field(8, "K images per identity, half infrared", cli="--images-per-id")
     flip_prob: float = 0.5
     pad: int = 10
-    pad_fill: str = "grey"
+    pad_fill: str = _field("grey", "Pad colour before the random crop: grey (127,127,127) or red (127,0,0), what "
+                           "the authors' torchvision 0.4 produced", cli="--pad-fill", choices=PAD_FILLS)
     erase_prob: float = 0.5
-    erase_aspect: str = "uniform"
-    cache: str = ""
-    skip_bad_images: bool = False
+    erase_aspect: str = _field("uniform", choices=ERASE_ASPECTS)
+    cache: str = _field("", "Image cache folder written by `mpanet-tf prepare`", cli="--cache",
+                        default_help="none")
+    skip_bad_images: bool = _field(False, "Leave undecodable training images out instead of stopping",
+                                   cli="--skip-bad-images")
 
     @property
     def batch_size(self) -> int:
@@ -152,19 +193,25 @@ class TrainConfig:
         sync_bn_neck: synchronise the BN-neck statistics across replicas.
     """
 
-    epochs: int = 140
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
+    epochs: int = _field(140, "Epochs", cli="--epochs")
+    lr: float = _field(3.5e-4, "Adam learning rate", cli="--lr")
+    weight_decay: float = _field(5e-4, "Coupled L2 weight decay, as PyTorch Adam's (added to the gradients)",
+                                 cli="--weight-decay")
     milestones: tuple = (80, 120)
-    gamma: float = 0.1
-    seed: int = 1
-    steps_per_epoch: int = 0
-    eval_every: int = 0
-    save_every_steps: int = 0
-    strategy: str = "auto"
-    mixed_precision: str = ""
-    jit: bool = False
-    sync_bn_neck: bool = False
+    gamma: float = _field(0.1, "LR factor at each milestone", cli="--gamma")
+    seed: int = _field(1, "Seed of the sampler and the augmentation", cli="--seed")
+    steps_per_epoch: int = _field(0, "Cap on iterations per epoch", cli="--steps-per-epoch",
+                                  default_help="0 = one full pass of the regenerated sampler")
+    eval_every: int = _field(0, "Evaluate on the test split every N epochs", cli="--eval-every",
+                             default_help="0 = only the last epoch's model")
+    save_every_steps: int = _field(0, "Also checkpoint every N steps", cli="--save-every-steps",
+                                   default_help="0 = at epoch ends only")
+    strategy: str = _field("auto", "Distribution: auto = mirrored over all GPUs when >1, else one device; "
+                           "multi-worker reads TF_CONFIG", cli="--strategy", choices=STRATEGIES)
+    mixed_precision: str = _field("", choices=MIXED_PRECISIONS)
+    jit: bool = _field(False, "Compile the train step with XLA", cli="--jit/--no-jit", default_help="off")
+    sync_bn_neck: bool = _field(False, "Synchronise the BN-neck batch statistics across replicas",
+                                cli="--sync-bn-neck/--no-sync-bn-neck", default_help="off")
 
 
 @dataclass
@@ -205,7 +252,7 @@ class MPANetConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "MPANetConfig":
         data = data or {}
-        sections = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+        sections = SECTIONS
         unknown = set(data) - set(sections)
         if unknown:
             raise ConfigError(f"unknown config sections {sorted(unknown)}; expected {sorted(sections)}")
@@ -249,13 +296,9 @@ class MPANetConfig:
             (m.last_stride in (1, 2), f"model.last_stride must be 1 or 2, got {m.last_stride}"),
             (m.modality_attention in (0, 1, 2),
              f"model.modality_attention must be 0, 1 or 2, got {m.modality_attention}"),
-            (m.mam_variant in MAM_VARIANTS,
-             f"model.mam_variant must be one of {MAM_VARIANTS}, got {m.mam_variant!r}"),
             (MIN_IMAGE_SIDE <= m.image_height <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= m.image_width <= MAX_IMAGE_SIDE,
              f"image size must be between {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} and {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, "
              f"got {m.image_height}x{m.image_width}"),
-            (lo.kl_grad_side in ("specific", "paper"),
-             f"loss.kl_grad_side must be 'specific' or 'paper', got {lo.kl_grad_side!r}"),
             (0.0 <= lo.update_rate <= 1.0, f"loss.update_rate must be in [0, 1], got {lo.update_rate}"),
             (d.dataset in PRESETS, f"data.dataset must be {_quoted_choices(PRESETS)}, got {d.dataset!r}"),
             (1 <= d.trial <= 10, f"data.trial must be in 1..10, got {d.trial}"),
@@ -265,17 +308,16 @@ class MPANetConfig:
             (d.batch_size <= MAX_BATCH_SIZE,
              f"the batch of {d.batch_ids} x {d.images_per_id} = {d.batch_size} images is larger than "
              f"{MAX_BATCH_SIZE}; lower --batch-ids or --images-per-id"),
-            (d.pad_fill in ("grey", "red"), f"data.pad_fill must be 'grey' or 'red', got {d.pad_fill!r}"),
-            (d.erase_aspect in ("uniform", "log-uniform"),
-             f"data.erase_aspect must be 'uniform' or 'log-uniform', got {d.erase_aspect!r}"),
             (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
             (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
             (all(m_ >= 1 for m_ in t.milestones), f"train.milestones must be epochs >= 1, got {list(t.milestones)}"),
-            (t.strategy in ("auto", "one-device", "mirrored", "multi-worker"),
-             f"train.strategy must be auto, one-device, mirrored or multi-worker, got {t.strategy!r}"),
-            (t.mixed_precision in ("", "bf16", "fp16"),
-             f"train.mixed_precision must be '', 'bf16' or 'fp16', got {t.mixed_precision!r}"),
         ]
+        for section, config_field in config_fields():
+            choices = config_field.metadata.get("choices")
+            value = getattr(getattr(self, section), config_field.name)
+            if choices is not None and value not in choices:
+                checks.append((False, f"{section}.{config_field.name} must be one of "
+                                      f"{', '.join(map(repr, choices))}, got {value!r}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -400,3 +442,111 @@ def parse_image_size(text: str) -> tuple[int, int]:
     if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
         raise ConfigError(f"image size must be at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, got {text!r}")
     return height, width
+
+
+# ------------------------------------------------------------- fields, options and --set
+#: The sections of :class:`MPANetConfig`, in order, with their dataclasses.
+SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def config_fields() -> list[tuple[str, dataclasses.Field]]:
+    """Every (section, field) of the config, in declaration order."""
+    return [(section, item) for section, klass in SECTIONS.items() for item in dataclasses.fields(klass)]
+
+
+def cli_fields() -> list[tuple[str, dataclasses.Field]]:
+    """The (section, field) pairs that ``mpanet-tf train`` has an option for (``metadata["cli"]``)."""
+    return [(section, item) for section, item in config_fields() if "cli" in item.metadata]
+
+
+def show_value(value) -> str:
+    """A config value as the CLI help shows it: ``3.5e-4`` rather than ``0.00035``, ``80,120``."""
+    if isinstance(value, float) and value and abs(value) < 1e-3:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def preset_values(section: str, name: str) -> dict[str, Any]:
+    """{preset: value} of a field that some preset sets (empty when none does)."""
+    values = {preset: data[section][name] for preset, data in PRESETS.items() if name in data.get(section, {})}
+    if values and len(values) < len(PRESETS):
+        default = getattr(SECTIONS[section](), name)
+        values = {preset: PRESETS[preset].get(section, {}).get(name, default) for preset in PRESETS}
+    return values
+
+
+def default_help(section: str, item: dataclasses.Field) -> str:
+    """How the CLI help states a field's default: ``metadata["default_help"]``, the presets'
+    values when they differ (``16 sysu, 12 regdb``), else the dataclass default."""
+    if "default_help" in item.metadata:
+        return item.metadata["default_help"]
+    values = preset_values(section, item.name)
+    if values and len({show_value(v) for v in values.values()}) > 1:
+        return "the preset's: " + ", ".join(f"{show_value(v)} {preset}" for preset, v in values.items())
+    if values:
+        return show_value(next(iter(values.values())))
+    return show_value(item.default)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_field_value(section: str, name: str, text: str):
+    """``text`` parsed with the type of config field ``section.name`` (bool: true/false, yes/no,
+    on/off, 1/0; tuple: comma-separated integers).
+
+    Raises:
+        ConfigError: unknown field, or ``text`` is not a value of the field's type.
+    """
+    klass = SECTIONS.get(section)
+    names = [item.name for item in dataclasses.fields(klass)] if klass is not None else []
+    if klass is None:
+        raise ConfigError(f"--set {section}.{name}: unknown config section {section!r}; choose one of "
+                          f"{', '.join(SECTIONS)}")
+    if name not in names:
+        raise ConfigError(f"--set {section}.{name}: unknown config field; {section} has {', '.join(names)}")
+    default = getattr(klass(), name)
+    kind = type(default)
+    value = str(text).strip()
+    try:
+        if kind is bool:
+            if value.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return value.lower() in _TRUE
+        if kind is tuple:
+            return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+        return kind(value)
+    except ValueError:
+        expected = {bool: "true or false", tuple: "comma-separated integers such as 80,120"}.get(
+            kind, f"a {kind.__name__}")
+        raise ConfigError(f"--set {section}.{name}={text}: {section}.{name} takes {expected}, got {text!r}") from None
+
+
+def parse_assignment(text: str) -> tuple[str, str, Any]:
+    """``"section.field=value"`` -> (section, field, value parsed with the field's type).
+
+    Raises:
+        ConfigError: not of the form ``section.field=value``, unknown field or bad value.
+    """
+    key, sep, value = str(text).partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"--set takes section.field=value such as train.lr=0.001, got {text!r}")
+    return section, name, parse_field_value(section, name, value)
+
+
+def apply_assignments(config: "MPANetConfig", assignments) -> "MPANetConfig":
+    """A copy of ``config`` with every ``"section.field=value"`` of ``assignments`` applied (later
+    ones win), validated.
+
+    Raises:
+        ConfigError: a bad assignment (see :func:`parse_assignment`) or an invalid result.
+    """
+    data = config.to_dict()
+    for text in assignments:
+        section, name, value = parse_assignment(text)
+        data[section][name] = list(value) if isinstance(value, tuple) else value
+    return MPANetConfig.from_dict(data)

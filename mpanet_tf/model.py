@@ -13,14 +13,14 @@ normalisation (facts §1.5).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import keras
 import numpy as np
 from keras import ops
 
 from mpanet_tf import run_folder
-from mpanet_tf.config import MPANetConfig
+from mpanet_tf.config import LOSS_TERMS as LOGGED_TERMS
+from mpanet_tf.config import TOTAL_LOSS, MPANetConfig
 from mpanet_tf.data.images import normalize_images
 from mpanet_tf.errors import CheckpointError
 from mpanet_tf.layers.batch_norm import TorchBatchNorm
@@ -37,7 +37,9 @@ from mpanet_tf.losses import (
     total_loss,
 )
 
-LOSS_TERMS = ("id", "cc", "sep", "sid", "kl", "total")
+#: The keys of :meth:`MPANet.loss_terms`: the logged terms (:data:`mpanet_tf.config.LOSS_TERMS`) and
+#: ``total``, the weighted sum, whose metric is named ``loss`` (:data:`mpanet_tf.config.TOTAL_LOSS`).
+LOSS_TERMS = (*LOGGED_TERMS, "total")
 
 
 def ema_rate_for_epoch(epoch: int, update_rate: float = 0.2, decay_epoch: int = 100) -> float:
@@ -120,7 +122,7 @@ class MPANet(keras.Model):
             name="ema_rate", dtype="float32",
         )
         self.loss_trackers = {
-            name: keras.metrics.Mean(name="loss" if name == "total" else name) for name in LOSS_TERMS
+            name: keras.metrics.Mean(name=TOTAL_LOSS if name == "total" else name) for name in LOSS_TERMS
         }
         self.built = True
 
@@ -190,14 +192,18 @@ class MPANet(keras.Model):
             ops.cast(self.infrared_classifier.kernel, "float32"))
         return visible, infrared
 
-    def update_mean_classifiers(self):
-        """Apply one EMA update to the mean heads from the current classifier weights."""
-        visible, infrared = self.mean_classifier_targets()
+    def update_mean_classifiers(self, targets=None):
+        """Assign one EMA update to the mean heads: ``targets`` (visible, infrared) from
+        :meth:`mean_classifier_targets`, or computed now from the current classifier weights."""
+        visible, infrared = targets if targets is not None else self.mean_classifier_targets()
         self.visible_classifier_mean.assign(visible)
         self.infrared_classifier_mean.assign(infrared)
 
-    def loss_terms(self, images, labels, infrared, training=True, k_size=None, update_ema=False):
+    def loss_terms(self, images, labels, infrared, training=True, k_size=None):
         """The loss terms exactly as the authors' ``train_forward`` computes them (facts §2).
+
+        No side effects: the KL uses the mean heads as updated from the current weights, as the
+        authors' forward does, but the update itself is assigned by :meth:`train_step`.
 
         Args:
             images: (B, H, W, 3) float in [0, 255], laid out as the sampler lays it out
@@ -207,14 +213,16 @@ class MPANet(keras.Model):
             training: BN in training mode (batch statistics) as in the authors' training.
             k_size: images per identity block for the centre-cluster anchors (default
                 ``config.data.images_per_id``).
-            update_ema: also assign the EMA update to the mean heads (the train step does; by
-                default this method has no side effects). The KL always uses the mean heads as
-                updated from the current weights, as the authors' forward does.
 
         Returns:
             dict of float32 scalars ``id``, ``cc``, ``sep``, ``sid`` (CE_vis + CE_ir, unweighted),
             ``kl`` and ``total`` (weighted, Eq. 14 with the code's effective weights).
         """
+        return self._loss_terms_and_ema_targets(images, labels, infrared, training, k_size)[0]
+
+    def _loss_terms_and_ema_targets(self, images, labels, infrared, training=True, k_size=None):
+        """(:meth:`loss_terms`, the (visible, infrared) mean-head targets the KL used, or None
+        without mutual mean learning)."""
         cfg = self.config.loss
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
         infrared = ops.cast(ops.reshape(infrared, (-1,)), "bool")
@@ -229,14 +237,12 @@ class MPANet(keras.Model):
         else:
             terms["cc"] = zero
         terms["sep"] = separation_loss(out["masks"], cfg.normalize_sep) if out["masks"] is not None else zero
+        targets = None
         if cfg.use_ml:
             visible_logits = ops.cast(self.visible_classifier(bn_features), "float32")
             infrared_logits = ops.cast(self.infrared_classifier(bn_features), "float32")
             ce_vis, ce_ir = modality_identity_losses(visible_logits, infrared_logits, labels, infrared)
-            visible_mean, infrared_mean = self.mean_classifier_targets()
-            if update_ema:
-                self.visible_classifier_mean.assign(visible_mean)
-                self.infrared_classifier_mean.assign(infrared_mean)
+            targets = visible_mean, infrared_mean = self.mean_classifier_targets()
             detached = ops.stop_gradient(ops.cast(bn_features, "float32"))
             terms["kl"] = mutual_mean_kl(
                 visible_logits, infrared_logits,
@@ -248,7 +254,7 @@ class MPANet(keras.Model):
         else:
             terms["ce_vis"] = terms["ce_ir"] = terms["sid"] = terms["kl"] = zero
         terms["total"] = total_loss(terms, cfg)
-        return {name: terms[name] for name in LOSS_TERMS}
+        return {name: terms[name] for name in LOSS_TERMS}, targets
 
     # --------------------------------------------------------------- train step
     @property
@@ -275,15 +281,18 @@ class MPANet(keras.Model):
 
         images, labels, infrared = data[0], data[1], data[2]
         cfg = self.config.loss
-        ema_in_forward = cfg.use_ml and cfg.ema_before_step
         with tf.GradientTape() as tape:
-            terms = self.loss_terms(images, labels, infrared, training=True, update_ema=ema_in_forward)
+            terms, ema_targets = self._loss_terms_and_ema_targets(images, labels, infrared, training=True)
             objective = terms["total"] + self.l2_penalty()
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(objective / replicas)
         gradients = tape.gradient(scaled, self.trainable_variables)
+        if ema_targets is not None and cfg.ema_before_step:
+            # The authors' order: the EMA from the pre-step weights (the targets the KL used),
+            # then the optimizer step (facts §2.4).
+            self.update_mean_classifiers(ema_targets)
         self.optimizer.apply(gradients, self.trainable_variables)
-        if cfg.use_ml and not cfg.ema_before_step:
+        if ema_targets is not None and not cfg.ema_before_step:
             self.update_mean_classifiers()
         for name, tracker in self.loss_trackers.items():
             tracker.update_state(terms[name])
@@ -349,38 +358,25 @@ def load_keras_file(path) -> MPANet:
 
 def load_model(path) -> MPANet:
     """Load a model from a ``.keras`` file or a run folder (its final ``model.keras``, or the
-    newest checkpoint with the run's ``config.json`` when that is newer or there is no final model).
+    newest checkpoint with the run's ``config.json`` when that is newer or there is no final model;
+    :func:`mpanet_tf.run_folder.locate_model`).
 
     Raises:
         CheckpointError: nothing loadable at ``path``.
     """
-    path = Path(path)
-    if path.is_file() and path.suffix == ".keras":
-        return load_keras_file(path)
-    if not path.exists():
-        raise CheckpointError(f"model path {path} does not exist; pass a run folder written by "
-                              "`mpanet-tf train` or a .keras file")
-    if path.is_dir():
-        final = path / run_folder.FINAL_MODEL
-        latest = run_folder.latest_checkpoint(path) if run_folder.is_run_folder(path) else None
-        # A run resumed after it finished (or an imported run being fine-tuned) has checkpoints
-        # newer than its model.keras: the newest weights win.
-        if final.is_file() and (latest is None or final.stat().st_mtime >= latest[1].stat().st_mtime):
-            return load_keras_file(final)
-        if latest is not None:
-            config = MPANetConfig.from_json_file(path / run_folder.CONFIG_FILE)
-            try:
-                num_classes = int(run_folder.read_json(path / run_folder.RUN_FILE)["num_classes"])
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                raise CheckpointError(f"{path / run_folder.RUN_FILE} is missing or has no num_classes "
-                                      f"({type(error).__name__}); restore the run folder's run.json") from None
-            model = build_model(config, num_classes)
-            try:
-                model.load_weights(latest[0])
-            except Exception as error:  # a damaged or foreign weights file
-                raise CheckpointError(f"checkpoint {latest[0]} cannot be loaded ({type(error).__name__}); "
-                                      "delete it (and its .state.json) to fall back to the previous one") from None
-            return model
-    raise CheckpointError(f"{path} holds no model (no {run_folder.FINAL_MODEL} and no complete "
-                          f"checkpoint under {run_folder.CHECKPOINT_DIR}/); pass a run folder "
-                          "written by `mpanet-tf train` or a .keras file")
+    found = run_folder.locate_model(path)
+    if found.keras_file is not None:
+        return load_keras_file(found.keras_file)
+    config = MPANetConfig.from_json_file(found.config_file)
+    try:
+        num_classes = int(run_folder.read_json(found.run_file)["num_classes"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{found.run_file} is missing or has no num_classes ({type(error).__name__}); "
+                              "restore the run folder's run.json") from None
+    model = build_model(config, num_classes)
+    try:
+        model.load_weights(found.weights)
+    except Exception as error:  # a damaged or foreign weights file
+        raise CheckpointError(f"checkpoint {found.weights} cannot be loaded ({type(error).__name__}); "
+                              "delete it (and its .state.json) to fall back to the previous one") from None
+    return model

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from mpanet_tf.errors import ConfigError
@@ -411,3 +412,66 @@ def replace_folder(staging, target) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------- which model to load
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where a model is loaded from: a ``.keras`` file, or the newest checkpoint's weights with the
+    run's ``config.json`` and ``run.json`` (the number of classes)."""
+
+    keras_file: Path | None = None
+    weights: Path | None = None
+    config_file: Path | None = None
+    run_file: Path | None = None
+
+
+def locate_model(path) -> ModelFiles:
+    """The files :func:`mpanet_tf.model.load_model` reads for ``path``: a ``.keras`` file itself; for
+    a run folder its final ``model.keras``, or its newest checkpoint when that is newer (a run
+    resumed after it finished, an imported run being fine-tuned) or there is no final model.
+
+    Raises:
+        CheckpointError: nothing loadable at ``path``.
+    """
+    from mpanet_tf.errors import CheckpointError
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".keras":
+        return ModelFiles(keras_file=path)
+    if not path.exists():
+        raise CheckpointError(f"model path {path} does not exist; pass a run folder written by "
+                              "`mpanet-tf train` or a .keras file")
+    if path.is_dir():
+        final = path / FINAL_MODEL
+        latest = latest_checkpoint(path) if is_run_folder(path) else None
+        if final.is_file() and (latest is None or final.stat().st_mtime >= latest[1].stat().st_mtime):
+            return ModelFiles(keras_file=final)
+        if latest is not None:
+            return ModelFiles(weights=latest[0], config_file=path / CONFIG_FILE, run_file=path / RUN_FILE)
+    raise CheckpointError(f"{path} holds no model (no {FINAL_MODEL} and no complete checkpoint under "
+                          f"{CHECKPOINT_DIR}/); pass a run folder written by `mpanet-tf train` or a .keras file")
+
+
+# ------------------------------------------------------------------ --repeat seed folders
+SEED_PREFIX = "seed-"
+
+
+def seed_folder(output_dir, seed: int) -> Path:
+    """``<output>/seed-<seed>``: the run folder of one seed of ``train --repeat``."""
+    return Path(output_dir) / f"{SEED_PREFIX}{int(seed)}"
+
+
+def seed_of(folder) -> int | None:
+    """K of a ``seed-K`` folder name, or None for any other name."""
+    name = Path(folder).name
+    digits = name[len(SEED_PREFIX):]
+    return int(digits) if name.startswith(SEED_PREFIX) and digits.isdigit() else None
+
+
+def seed_folders(path) -> list[Path]:
+    """The ``seed-K`` sub-folders of ``path`` (``train --repeat`` layout), sorted by K."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    return sorted((p for p in path.iterdir() if p.is_dir() and seed_of(p) is not None), key=seed_of)

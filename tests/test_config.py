@@ -65,3 +65,54 @@ def test_parse_image_size(text, expected):
 def test_parse_image_size_rejects(text):
     with pytest.raises(ConfigError):
         parse_image_size(text)
+
+
+def test_set_parses_values_with_the_field_type():
+    from mpanet_tf.config import apply_assignments, parse_assignment
+
+    assert parse_assignment("train.lr=0.001") == ("train", "lr", 0.001)
+    assert parse_assignment("data.trial = 3") == ("data", "trial", 3)
+    assert parse_assignment("loss.normalize_sep=TRUE") == ("loss", "normalize_sep", True)
+    assert parse_assignment("train.jit=off") == ("train", "jit", False)
+    assert parse_assignment("train.milestones=40,60") == ("train", "milestones", (40, 60))
+    assert parse_assignment("data.cache=") == ("data", "cache", "")
+    config = apply_assignments(MPANetConfig.preset("regdb"), ["train.epochs=3", "loss.margin=0.3", "train.epochs=5"])
+    assert (config.train.epochs, config.loss.margin, config.data.batch_ids) == (5, 0.3, 12)  # later ones win
+    assert MPANetConfig.preset("regdb").train.epochs == 140
+
+
+@pytest.mark.parametrize("text,named", [
+    ("train.lr=fast", "fast"), ("data.trial=1.5", "1.5"), ("loss.use_cc=maybe", "maybe"),
+    ("train.bogus=1", "bogus"), ("optim.lr=1", "optim"), ("lr=1", "lr=1"), ("train.lr", "train.lr"),
+    ("train.milestones=a,b", "a,b"), ("train.strategy=tpu", "tpu"), ("data.trial=11", "11"),
+])
+def test_set_refuses_unknown_fields_and_bad_values(text, named):
+    from mpanet_tf.config import apply_assignments
+
+    with pytest.raises(ConfigError, match=named):
+        apply_assignments(MPANetConfig(), [text])
+
+
+def test_every_choice_field_is_validated_from_its_declaration():
+    from mpanet_tf.config import config_fields
+
+    choice_fields = [(section, item) for section, item in config_fields() if "choices" in item.metadata]
+    assert {f"{section}.{item.name}" for section, item in choice_fields} >= {
+        "model.mam_variant", "loss.kl_grad_side", "data.pad_fill", "data.erase_aspect", "train.strategy",
+        "train.mixed_precision"}
+    for section, item in choice_fields:
+        assert getattr(getattr(MPANetConfig(), section), item.name) in item.metadata["choices"]
+        data = MPANetConfig().to_dict()
+        data[section][item.name] = "no-such-choice"
+        with pytest.raises(ConfigError, match=f"{section}.{item.name} must be one of .*no-such-choice"):
+            MPANetConfig.from_dict(data)
+
+
+def test_cli_defaults_are_stated_from_the_dataclasses_and_presets():
+    from mpanet_tf.config import cli_fields, default_help, show_value
+
+    helps = {f"{section}.{item.name}": default_help(section, item) for section, item in cli_fields()}
+    assert helps["train.lr"] == "3.5e-4" and helps["train.weight_decay"] == "5e-4"
+    assert helps["data.batch_ids"] == "the preset's: 16 sysu, 12 regdb"
+    assert helps["train.epochs"] == "140"  # the same in both presets
+    assert show_value((80, 120)) == "80,120" and show_value(0.1) == "0.1"

@@ -160,3 +160,12 @@ def test_run_folder_loads_the_newest_weights(tmp_path):
     os.utime(tmp_path / run_folder.FINAL_MODEL, None)  # now the final model is newer
     np.testing.assert_array_equal(load_model(tmp_path).embed(images), first.embed(images))
     assert oct(os.stat(tmp_path / run_folder.CONFIG_FILE).st_mode & 0o777) != oct(0o600)
+
+
+def test_loss_terms_has_no_side_effect_on_the_mean_heads():
+    model = build_model(small_config(), num_classes=3)
+    model.visible_classifier_mean.assign(model.visible_classifier_mean.numpy() * 0.5)
+    before = (model.visible_classifier_mean.numpy().copy(), model.infrared_classifier_mean.numpy().copy())
+    model.loss_terms(*batch(8))
+    np.testing.assert_array_equal(model.visible_classifier_mean.numpy(), before[0])
+    np.testing.assert_array_equal(model.infrared_classifier_mean.numpy(), before[1])

@@ -22,11 +22,10 @@ batches (``input_context.get_per_replica_batch_size``), which its local replicas
 auto-sharding is switched off because the sharding is done here.
 
 Undecodable images. tf.data cannot catch a decode error per element, and its message does not
-name the file. So: :func:`find_bad_images` decodes every file once (parallel, tqdm) and lists the
-bad ones, for ``--skip-bad-images``; :func:`iterate_checked` iterates a dataset and turns a decode
-failure into :class:`~mpanet_tf.errors.BadImageError` naming the file (it re-checks the images of
-the failing batch first, then all of them); :func:`locate_bad_image` does the same for a caller
-that iterates itself (e.g. around ``fit``).
+name the file. :func:`iterate_checked` iterates a dataset and turns a decode failure into
+:class:`~mpanet_tf.errors.BadImageError` naming the file, found by
+:func:`~mpanet_tf.data.bad_images.locate_bad_image` (the images of the failing batch first, then
+all of them); :mod:`mpanet_tf.data.bad_images` is the one place that finds bad images.
 """
 
 from __future__ import annotations
@@ -36,9 +35,10 @@ import tensorflow as tf
 
 from mpanet_tf.data.augment import augment
 from mpanet_tf.data.cache import ImageCache, open_cache
-from mpanet_tf.data.images import UNDECODABLE, decode_image_tensor, load_image, resize_image_tensor
+from mpanet_tf.data.bad_images import locate_bad_image
+from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
 from mpanet_tf.data.records import file_name_bytes
-from mpanet_tf.errors import BadImageError, ConfigError
+from mpanet_tf.errors import ConfigError
 
 #: Errors a broken or missing image file raises inside tf.data.
 DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError)
@@ -148,49 +148,6 @@ def _cache_loader(cache, size):
         return tf.cast(image, tf.float32)
 
     return load
-
-
-def find_bad_images(records, progress=True) -> list[str]:
-    """Paths of the records whose file cannot be read or decoded (each decoded once, in parallel)."""
-    from tqdm import tqdm
-
-    paths = sorted({r.path for r in records})
-
-    def probe(index, path):
-        image = decode_image_tensor(tf.io.read_file(path))
-        return index, tf.shape(image)[0]
-
-    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), tf.constant(file_name_bytes(paths), tf.string)))
-    dataset = dataset.map(probe, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-    ok = np.zeros(len(paths), bool)
-    with tqdm(total=len(paths), desc="checking images", unit="img", disable=not progress) as bar:
-        for index, _ in dataset:
-            ok[int(index)] = True
-            bar.update(1)
-    return [p for p, good in zip(paths, ok) if not good]
-
-
-def locate_bad_image(records, candidates=None, progress=False):
-    """The :class:`BadImageError` of the first undecodable record, or None if all decode.
-
-    Args:
-        records: the records of the dataset.
-        candidates: record indices to check first (e.g. the failing batch); then all records.
-    """
-    if candidates is not None:
-        for index in dict.fromkeys(int(i) for i in np.asarray(candidates).reshape(-1)):
-            try:
-                load_image(records[index].path, (8, 8))
-            except BadImageError as error:
-                return error
-    bad = find_bad_images(records, progress=progress)
-    if not bad:
-        return None
-    try:
-        load_image(bad[0], (8, 8))  # for the decoder's reason (e.g. above the pixel cap)
-    except BadImageError as error:
-        return error
-    return BadImageError(bad[0], UNDECODABLE)
 
 
 def iterate_checked(dataset, records, sampler=None, epoch=None, start_step=0):

@@ -139,19 +139,9 @@ def parse_positive_int(token: str):
 def verify_images(records, progress: bool = True) -> list[str]:
     """Decode every record's image; return one line per file that fails (``dataset-info --verify``).
 
-    Uses :func:`mpanet_tf.data.images.check_image`, which imports TensorFlow on first use (the
-    readers themselves never do). ``progress`` shows a tqdm bar on stderr.
+    Uses :func:`mpanet_tf.data.bad_images.bad_image_errors`, which imports TensorFlow on first use
+    (the readers themselves never do). ``progress`` shows a tqdm bar on stderr.
     """
-    import sys
+    from mpanet_tf.data.bad_images import bad_image_errors
 
-    from tqdm import tqdm
-
-    from mpanet_tf.data.images import check_image
-
-    paths = sorted({record.path for record in records})
-    bad = []
-    for path in tqdm(paths, desc="verifying images", unit="img", file=sys.stderr, disable=not progress):
-        reason = check_image(path)
-        if reason is not None:
-            bad.append(reason)
-    return bad
+    return [str(error) for error in bad_image_errors(records, progress=progress, desc="verifying images")]

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.eval.report import aggregate_repeats, combine_trials
+from mpanet_tf.run_folder import seed_folders, seed_of
 
 
 @dataclass
@@ -97,21 +98,12 @@ class ModelJob:
     save_features: Path | None
 
 
-def seed_folders(path) -> list[Path]:
-    """The ``seed-K`` sub-folders of ``path`` (``train --repeat`` layout), sorted by K."""
-    path = Path(path)
-    if not path.is_dir():
-        return []
-    found = [p for p in path.glob("seed-*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
 def _fill(template: str, trial=None, seed=None) -> str:
     text = template
     if trial is not None:
         text = text.replace("{trial}", str(trial))
     if seed is not None:
-        text = text.replace("{seed}", seed[5:] if seed.startswith("seed-") else seed)
+        text = text.replace("{seed}", str(seed_of(seed)) if seed_of(seed) is not None else seed)
     return text
 
 

@@ -241,13 +241,9 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
 
 def _bad_image(path: str) -> BadImageError:
     """The error for a file the pipeline dropped, with the decoder's reason when it has one."""
-    from mpanet_tf.data.images import load_image
+    from mpanet_tf.data.bad_images import image_error
 
-    try:
-        load_image(path, (8, 8))
-    except BadImageError as error:
-        return error
-    return BadImageError(path, "failed in the input pipeline")
+    return image_error(path) or BadImageError(path, "failed in the input pipeline")
 
 
 def extract_features(embed_fn, records, image_size, batch_size: int = 64, progress: bool = True,

@@ -10,7 +10,9 @@ Public API::
 - :mod:`.strategy` (``--strategy``), :mod:`.schedules` (LR and EMA rate per epoch),
   :mod:`.checkpoints` (atomic checkpoints, resume), :mod:`.progress` (step bookkeeping, NaN guard,
   Ctrl-C), :mod:`.history` (history.json, TensorBoard), :mod:`.evaluation` (``--eval-every``),
-  :mod:`.setup` (output folder, resume config, precision policy, optimizer).
+  :mod:`.setup` (output folder, resume config, data, precision policy, optimizer, model),
+  :mod:`.keras_workarounds` (what ``fit`` under ``tf.distribute`` needs with Keras 3.15).
+- :class:`~mpanet_tf.training.trainer.TrainingRun`: the state of one run and its steps.
 
 TensorFlow is imported when a function is first used, not by this package.
 """

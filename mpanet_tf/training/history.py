@@ -24,14 +24,22 @@ from mpanet_tf import run_folder
 from mpanet_tf.training.progress import LOSS_KEYS
 
 
-def make_entry(epoch: int, global_step: int, iterations: int, lr: float, ema_rate: float, means: dict,
-               seconds: float) -> dict:
-    """One history entry (see the module docstring)."""
-    entry = {"epoch": int(epoch), "global_step": int(global_step), "iterations": int(iterations),
-             "lr": float(lr), "ema_rate": float(ema_rate)}
+def make_entry(progress, schedule: dict, means: dict, seconds: float) -> dict:
+    """The history entry (see the module docstring) of the epoch ``progress`` (a
+    :class:`~mpanet_tf.training.progress.RunProgress`) has just trained, with the ``schedule``
+    values it trained with (``lr``, ``ema_rate``), the loss ``means`` and its training ``seconds``."""
+    entry = {"epoch": int(progress.epoch), "global_step": int(progress.global_step),
+             "iterations": int(progress.iterations), "lr": float(schedule["lr"]),
+             "ema_rate": float(schedule["ema_rate"])}
     entry.update({key: float(means.get(key, float("nan"))) for key in LOSS_KEYS})
     entry["seconds"] = float(seconds)
     return entry
+
+
+def epoch_line(entry: dict) -> str:
+    """The one log line of a finished epoch: its time, global step and every loss term."""
+    terms = ", ".join(f"{key} {entry[key]:.4f}" for key in LOSS_KEYS)
+    return f"epoch {entry['epoch']} done in {entry['seconds']:.1f}s (global step {entry['global_step']}): {terms}"
 
 
 def write_history(run_dir, history: list) -> None:

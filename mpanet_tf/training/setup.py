@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mpanet_tf import run_folder
@@ -118,8 +119,24 @@ def make_optimizer(config: MPANetConfig):
     return keras.optimizers.Adam(learning_rate=float(config.train.lr), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
 
 
-def load_training_data(config: MPANetConfig, num_replicas: int, log):
-    """(dataset, records, sampler, cache) of a run, before anything is written.
+@dataclass
+class TrainingData:
+    """The data of a run: the dataset (its test split is evaluated), the training records (bad
+    images left out with ``skip_bad_images``), the identity/pair sampler and the image cache (or
+    None)."""
+
+    dataset: object
+    records: list
+    sampler: object
+    cache: object = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.train_ids)
+
+
+def load_training_data(config: MPANetConfig, num_replicas: int, log) -> TrainingData:
+    """The :class:`TrainingData` of a run, before anything is written.
 
     The sampler knows the replica count (whole identity blocks per replica); with
     ``skip_bad_images`` every image is decoded once and the undecodable ones are left out.
@@ -136,7 +153,7 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log):
     dataset = load_dataset(data.dataset, data.data_root or ".", data.trial)
     records = dataset.train_records()
     if data.skip_bad_images:
-        from mpanet_tf.data.pipeline import find_bad_images
+        from mpanet_tf.data.bad_images import find_bad_images
 
         bad = set(find_bad_images(records, progress=False))
         if bad:
@@ -149,10 +166,25 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log):
         from mpanet_tf.data.cache import open_cache
 
         cache = open_cache(data.cache, records, (config.model.image_height, config.model.image_width))
-    return dataset, records, sampler, cache
+    return TrainingData(dataset, records, sampler, cache)
 
 
-def run_meta(config, dataset, num_classes, init, strategy, sampler, status) -> dict:
+def build_training_model(config: MPANetConfig, num_classes: int, strategy):
+    """MPANet compiled with :func:`make_optimizer`, model and optimizer built inside
+    ``strategy.scope()`` (the dtype policy must already be set), ready for ``fit`` under
+    ``strategy`` (:func:`~mpanet_tf.training.keras_workarounds.prepare_for_fit`)."""
+    from mpanet_tf.model import build_model
+    from mpanet_tf.training.keras_workarounds import prepare_for_fit
+
+    with strategy.scope():
+        model = build_model(config, num_classes)
+        model.compile(optimizer=make_optimizer(config), jit_compile=bool(config.train.jit))
+        model.optimizer.build(model.trainable_variables)
+    prepare_for_fit(model, strategy)
+    return model
+
+
+def run_meta(config, data: TrainingData, init, strategy, status) -> dict:
     """The ``run.json`` of a run (facts: dataset, classes, backbone init and its SHA-256, status)."""
     import keras
     import tensorflow as tf
@@ -162,10 +194,10 @@ def run_meta(config, dataset, num_classes, init, strategy, sampler, status) -> d
     from mpanet_tf.training.strategy import describe
 
     has_splits = bool(get_dataset(config.data.dataset).splits)
-    return {"status": status, "dataset": config.data.dataset, "data_root": str(getattr(dataset, "root", "")),
+    return {"status": status, "dataset": config.data.dataset, "data_root": str(getattr(data.dataset, "root", "")),
             "trial": config.data.trial if has_splits else None,
-            "num_classes": int(num_classes), "backbone_init": init, "strategy": describe(strategy),
+            "num_classes": data.num_classes, "backbone_init": init, "strategy": describe(strategy),
             "replicas": int(strategy.num_replicas_in_sync),
-            "iterations_per_epoch_ir_only_estimate": int(sampler.estimated_iterations_ir_only),
+            "iterations_per_epoch_ir_only_estimate": int(data.sampler.estimated_iterations_ir_only),
             "versions": {"mpanet_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import os
 
+from mpanet_tf.config import STRATEGIES
 from mpanet_tf.errors import ConfigError
-
-STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
+from mpanet_tf.training.keras_workarounds import in_multi_worker_mode
 
 
 def make_strategy(name: str = "auto"):
@@ -79,7 +79,7 @@ def read_tf_config() -> dict | None:
 def is_chief(strategy=None) -> bool:
     """True for the process that writes the run folder: the only process of a single-worker run;
     under multi-worker the ``chief`` task, or worker 0 when the cluster has no chief."""
-    return not _is_multi_worker(strategy) or is_chief_task()
+    return not in_multi_worker_mode(strategy) or is_chief_task()
 
 
 def is_chief_task() -> bool:
@@ -94,13 +94,6 @@ def is_chief_task() -> bool:
         return True
     has_chief = bool(config.get("cluster", {}).get("chief"))
     return task_type == "worker" and index == 0 and not has_chief
-
-
-def _is_multi_worker(strategy) -> bool:
-    if strategy is None:
-        return False
-    extended = getattr(strategy, "extended", None)
-    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
 
 
 def check_replica_layout(batch_ids: int, images_per_id: int, num_replicas: int) -> None:

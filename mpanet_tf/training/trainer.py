@@ -12,11 +12,15 @@ progress bar shows every loss term. Around it:
 - Ctrl-C saves a checkpoint and raises :class:`TrainingInterrupted`; a NaN/inf loss raises
   :class:`~mpanet_tf.errors.TrainingError` without saving the bad state;
 - evaluation every ``eval_every`` epochs and of the last epoch's model at the end (:mod:`.evaluation`);
-- the run folder (:mod:`mpanet_tf.run_folder`): ``config.json``, ``run.json``, ``history.json``,
-  ``tensorboard/``, ``checkpoints/``, ``model.keras``. Everything that can fail at start-up (the
-  output folder, the dataset, the backbone weights, the model) is checked before anything is
-  written; under multi-worker only the chief writes there, the other workers write to a
-  temporary folder.
+- the run folder (:mod:`mpanet_tf.run_folder`): ``config.json``, ``run.json``, ``history.json``
+  (:mod:`.history`), ``tensorboard/``, ``checkpoints/``, ``model.keras``. Everything that can fail
+  at start-up (the output folder, the dataset, the backbone weights, the model) is checked before
+  anything is written; under multi-worker only the chief writes there, the other workers write to
+  a temporary folder.
+
+The run's state (config, strategy, data, model, position, checkpoints, folder) is one
+:class:`TrainingRun`; its methods are the steps of a run. The Keras workarounds ``fit`` needs under
+``tf.distribute`` live in :mod:`.keras_workarounds`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import keras
 
@@ -34,7 +39,7 @@ from mpanet_tf.config import MPANetConfig
 from mpanet_tf.errors import ConfigError, TrainingError
 from mpanet_tf.training import setup
 from mpanet_tf.training.checkpoints import CheckpointManager
-from mpanet_tf.training.history import TensorBoardLog, make_entry, write_history
+from mpanet_tf.training.history import TensorBoardLog, epoch_line, make_entry, write_history
 from mpanet_tf.training.progress import InterruptFlag, RunProgress, StepMonitor
 from mpanet_tf.training.schedules import EpochSchedule
 from mpanet_tf.training.strategy import is_chief_task
@@ -66,51 +71,22 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
+@dataclass
+class TrainOptions:
+    """How a run reports and what it adds to ``fit``, besides its config (see :func:`train`)."""
+
+    verbose: int = 1
+    final_eval: bool = True
+    callbacks: tuple = ()
+    log: Callable[[str], None] = _print
+    detail_log: Callable[[str], None] | None = None
+
+
 class _EpochProgbar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar without its "Epoch e/e" header (the trainer prints its own line)."""
 
     def set_params(self, params):
         super().set_params({**params, "epochs": 1})
-
-
-# --------------------------------------------------------------------------- building
-def _build(config: MPANetConfig, num_classes: int, strategy):
-    """Model and optimizer inside ``strategy.scope()`` (the policy is already set)."""
-    from mpanet_tf.model import build_model
-
-    with strategy.scope():
-        model = build_model(config, num_classes)
-        model.compile(optimizer=setup.make_optimizer(config), jit_compile=bool(config.train.jit))
-        model.optimizer.build(model.trainable_variables)
-    # Model and optimizer are built here, so Keras' fit need not build them from a batch. Under a
-    # distribution strategy its TensorFlowTrainer._maybe_symbolic_build would pull one batch per
-    # fit and average it across replicas with strategy.reduce, which fails on the bool infrared
-    # flags and, under MultiWorkerMirroredStrategy, on the per-replica batch itself (Keras 3.15).
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
-    if strategy.extended._in_multi_worker_mode():
-        # Keras 3.15 averages the step's logged values across workers with
-        # strategy.reduce("MEAN", value, axis=0), which fails on scalars: hand them over as (1,).
-        step = model.train_step
-
-        def train_step(data):
-            return {name: keras.ops.reshape(value, (1,)) for name, value in step(data).items()}
-
-        model.train_step = train_step
-    return model
-
-
-def _epoch_data(strategy, records, sampler, epoch, config, first_step, steps, cache):
-    """The batches ``first_step ..`` of 1-based ``epoch`` (global batches, or per-worker slices
-    through ``distribute_datasets_from_function`` under multi-worker)."""
-    from mpanet_tf.data.pipeline import build_train_dataset
-
-    def make(input_context=None):
-        return build_train_dataset(records, sampler, epoch - 1, config, start_step=first_step,
-                                   input_context=input_context, cache=cache).take(steps)
-
-    if strategy.extended._in_multi_worker_mode():
-        return strategy.distribute_datasets_from_function(make)
-    return make()
 
 
 # ---------------------------------------------------------------------------- train
@@ -141,189 +117,267 @@ def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool
         TrainingError: a non-finite loss (the last good checkpoint is kept).
         TrainingInterrupted: Ctrl-C (a checkpoint was saved).
     """
-    from mpanet_tf.training.strategy import describe, is_chief, make_strategy
-
-    log = log or _print
+    options = TrainOptions(verbose, final_eval, tuple(callbacks), log or _print, detail_log)
     config.validate()
     output = Path(output_dir).expanduser().absolute()
     saved_config = setup.check_output(output, resume=resume, force=force)
     if saved_config is not None:
         config = setup.merge_resume_config(saved_config, config)
-    strategy = make_strategy(config.train.strategy)
-    chief = is_chief(strategy)
-    reader = CheckpointManager(output)
-    state = reader.latest() if resume else None
-
-    dataset, records, sampler, cache = setup.load_training_data(config, strategy.num_replicas_in_sync, log)
-    num_classes = len(dataset.train_ids)
-    resolved = None
-    if state is None:
-        from mpanet_tf.weights import resolve_backbone
-
-        resolved = resolve_backbone(config.model.backbone_weights, progress=verbose > 0)
-
+    run = TrainingRun(config, output, options)
+    run.load(resume)
     with setup.precision_policy(config.train.mixed_precision):
-        # Seeded initialisation, as the authors seed torch (facts §3.1): a run is reproducible.
-        keras.utils.set_random_seed(int(config.train.seed))
-        model = _build(config, num_classes, strategy)
-        if state is None:
-            from mpanet_tf.weights import initialize_backbone
-
-            init = initialize_backbone(model, config.model.backbone_weights, resolved=resolved)
-            progress = RunProgress()
-        else:
-            reader.restore(model, state)
-            init = run_folder.read_json(output / run_folder.RUN_FILE).get("backbone_init") \
-                if (output / run_folder.RUN_FILE).is_file() else None
-            progress = RunProgress.from_state(state)
-
+        run.build_model()
         # Start-up is over: from here on the run folder is written.
-        write_dir = output if chief else Path(tempfile.mkdtemp(prefix="mpanet-worker-"))
-        if chief and force:
-            setup.clear_run_folder(output)
-        write_dir.mkdir(parents=True, exist_ok=True)
-        manager = CheckpointManager(write_dir)
-        manager.remove_incomplete()
-        meta = setup.run_meta(config, dataset, num_classes, init, strategy, sampler, "running")
-        if state is not None and (write_dir / run_folder.RUN_FILE).is_file():
-            meta["started_at"] = run_folder.read_json(write_dir / run_folder.RUN_FILE).get("started_at")
-        run_folder.atomic_write_json(write_dir / run_folder.CONFIG_FILE, config.to_dict())
-        run_folder.atomic_write_json(write_dir / run_folder.RUN_FILE, meta)
-        log(f"{model.summary_line()}; {num_classes} classes; {describe(strategy)}")
-        if state is not None:
-            log(f"resuming {output} from global step {progress.global_step} (epoch {progress.epoch}, "
-                f"step {progress.step_in_epoch}{', complete' if progress.epoch_complete else ''})")
-
+        run.open_folder(force)
         try:
-            evaluation = _train_loop(config, model, strategy, dataset, records, sampler, cache, progress, manager,
-                                     write_dir, chief, verbose, final_eval, list(callbacks), log, detail_log)
+            evaluation = run.train_epochs()
         except TrainingInterrupted:
-            meta.update(status="interrupted", global_step=progress.global_step)
-            run_folder.atomic_write_json(write_dir / run_folder.RUN_FILE, meta)
+            run.write_status("interrupted")
             raise
         except Exception as error:
-            meta.update(status="failed", error=" ".join(str(error).split())[:500], global_step=progress.global_step)
-            run_folder.atomic_write_json(write_dir / run_folder.RUN_FILE, meta)
+            run.write_status("failed", error=" ".join(str(error).split())[:500])
             raise
-
-        final = write_dir / run_folder.FINAL_MODEL
-        run_folder.atomic_save_model(model, final)
-        meta.update(status="finished", global_step=progress.global_step, epochs_completed=len(progress.history),
-                    finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    evaluation=None if evaluation is None else evaluation["results"])
-        run_folder.atomic_write_json(write_dir / run_folder.RUN_FILE, meta)
-    if not chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
-    log(f"finished: {progress.global_step} steps, {len(progress.history)} epochs; model saved to {final}")
-    return TrainResult(output, model, progress.history, evaluation, progress.global_step, "finished")
+        final = run.finish(evaluation)
+    run.close()
+    progress = run.progress
+    options.log(f"finished: {progress.global_step} steps, {len(progress.history)} epochs; model saved to {final}")
+    return TrainResult(output, run.model, progress.history, evaluation, progress.global_step, "finished")
 
 
-def _train_loop(config, model, strategy, dataset, records, sampler, cache, progress, manager, write_dir, chief,
-                verbose, final_eval, extra_callbacks, log, detail_log):
-    """The epochs; returns the final evaluation (or None)."""
-    from mpanet_tf.data.pipeline import DECODE_ERRORS, locate_bad_image
-    from mpanet_tf.inference import embedding_function
-    from mpanet_tf.training.live_eval import evaluate_live_model
+class TrainingRun:
+    """The state of one training run, and the steps that advance it.
 
-    train_cfg = config.train
-    schedule = EpochSchedule(config)
-    tensorboard = TensorBoardLog(write_dir)
-    embed_fn = None
-    evaluation = None
-    monitor = None
+    Built by :func:`train`: :meth:`load` and :meth:`build_model` (nothing written yet), then
+    :meth:`open_folder`, :meth:`train_epochs`, :meth:`finish` and :meth:`close`.
 
-    def save_checkpoint():
-        state = progress.state()
-        if monitor is not None and not progress.epoch_complete:
-            sums, count, seconds = monitor.epoch_sums()
+    Attributes:
+        config: the run's resolved :class:`MPANetConfig`.
+        output: the run folder named by the user.
+        options: :class:`TrainOptions`.
+        strategy: the ``tf.distribute`` strategy; ``chief``: this process writes ``output``.
+        data: :class:`~mpanet_tf.training.setup.TrainingData` (dataset, records, sampler, cache).
+        model: the compiled MPANet.
+        progress: :class:`~mpanet_tf.training.progress.RunProgress`, the position and history.
+        folder: where this process writes: ``output`` for the chief, a temporary folder otherwise.
+        checkpoints: the :class:`CheckpointManager` of ``folder``.
+        meta: the ``run.json`` contents.
+    """
+
+    def __init__(self, config: MPANetConfig, output: Path, options: TrainOptions):
+        from mpanet_tf.training.strategy import is_chief, make_strategy
+
+        self.config, self.output, self.options = config, output, options
+        self.strategy = make_strategy(config.train.strategy)
+        self.chief = is_chief(self.strategy)
+        self.schedule = EpochSchedule(config)
+        self.data = self.model = self.progress = self.folder = self.checkpoints = self.meta = None
+        self.monitor = None          # the StepMonitor of the epoch in progress
+        self._state = None           # the checkpoint state a resumed run starts from
+        self._backbone = None        # the resolved backbone weights of a new run
+        self._init = None            # run.json's "backbone_init"
+        self._embed_fn = None        # the evaluation's embedding function, reused across epochs
+
+    # ------------------------------------------------------ start-up (nothing is written)
+    def load(self, resume: bool) -> None:
+        """Read the newest checkpoint's state (``resume``), the data and, for a new run, the
+        backbone weights."""
+        self._state = CheckpointManager(self.output).latest() if resume else None
+        self.data = setup.load_training_data(self.config, self.strategy.num_replicas_in_sync, self.options.log)
+        if self._state is None:
+            from mpanet_tf.weights import resolve_backbone
+
+            self._backbone = resolve_backbone(self.config.model.backbone_weights, progress=self.options.verbose > 0)
+
+    def build_model(self) -> None:
+        """Build the model (the dtype policy is set) and initialise it, or restore the checkpoint."""
+        # Seeded initialisation, as the authors seed torch (facts §3.1): a run is reproducible.
+        keras.utils.set_random_seed(int(self.config.train.seed))
+        self.model = setup.build_training_model(self.config, self.data.num_classes, self.strategy)
+        if self._state is None:
+            from mpanet_tf.weights import initialize_backbone
+
+            self._init = initialize_backbone(self.model, self.config.model.backbone_weights, resolved=self._backbone)
+            self.progress = RunProgress()
+        else:
+            CheckpointManager(self.output).restore(self.model, self._state)
+            run_file = self.output / run_folder.RUN_FILE
+            self._init = run_folder.read_json(run_file).get("backbone_init") if run_file.is_file() else None
+            self.progress = RunProgress.from_state(self._state)
+
+    # ------------------------------------------------------------------ the run folder
+    def open_folder(self, force: bool) -> None:
+        """Clear the folder (``force``), drop incomplete checkpoints, write ``config.json`` and ``run.json``."""
+        from mpanet_tf.training.strategy import describe
+
+        self.folder = self.output if self.chief else Path(tempfile.mkdtemp(prefix="mpanet-worker-"))
+        if self.chief and force:
+            setup.clear_run_folder(self.output)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = CheckpointManager(self.folder)
+        self.checkpoints.remove_incomplete()
+        self.meta = setup.run_meta(self.config, self.data, self._init, self.strategy, "running")
+        run_file = self.folder / run_folder.RUN_FILE
+        if self._state is not None and run_file.is_file():
+            self.meta["started_at"] = run_folder.read_json(run_file).get("started_at")
+        run_folder.atomic_write_json(self.folder / run_folder.CONFIG_FILE, self.config.to_dict())
+        run_folder.atomic_write_json(run_file, self.meta)
+        self.options.log(f"{self.model.summary_line()}; {self.data.num_classes} classes; {describe(self.strategy)}")
+        if self._state is not None:
+            p = self.progress
+            self.options.log(f"resuming {self.output} from global step {p.global_step} (epoch {p.epoch}, "
+                             f"step {p.step_in_epoch}{', complete' if p.epoch_complete else ''})")
+
+    def write_status(self, status: str, **fields) -> None:
+        """Update ``run.json``: ``status``, the global step and ``fields``."""
+        self.meta.update(status=status, global_step=self.progress.global_step, **fields)
+        run_folder.atomic_write_json(self.folder / run_folder.RUN_FILE, self.meta)
+
+    def save_checkpoint(self) -> Path:
+        """Checkpoint the model and the position, with the running sums of an unfinished epoch."""
+        state = self.progress.state()
+        if self.monitor is not None and not self.progress.epoch_complete:
+            sums, count, seconds = self.monitor.epoch_sums()
             state["partial_epoch"] = {"sums": sums, "count": count, "seconds": seconds}
-        return manager.save(model, state)
+        return self.checkpoints.save(self.model, state)
 
-    start_epoch, start_step = progress.next_position()
-    try:
-        with InterruptFlag() as interrupt:
-            for epoch in range(start_epoch, train_cfg.epochs + 1):
-                iterations = sampler.num_batches(epoch - 1)
-                if train_cfg.steps_per_epoch:
-                    iterations = min(iterations, int(train_cfg.steps_per_epoch))
-                first_step = start_step if epoch == start_epoch else 0
-                progress.begin_epoch(epoch, iterations, first_step)
-                values = schedule.values_for(epoch)
-                log(f"epoch {epoch}/{train_cfg.epochs}: {iterations} iterations (the authors' IR-only estimate: "
-                    f"{sampler.estimated_iterations_ir_only}), lr {values['lr']:.3g}, EMA rate {values['ema_rate']:.4g}"
-                    + (f", continuing at step {first_step}" if first_step else ""))
-                monitor = StepMonitor(progress, save_checkpoint, train_cfg.save_every_steps, interrupt,
-                                      log=detail_log)
-                if first_step < iterations:
-                    data = _epoch_data(strategy, records, sampler, epoch, config, first_step,
-                                       iterations - first_step, cache)
-                    fit_callbacks = [schedule, monitor, *extra_callbacks]
-                    if verbose:
-                        fit_callbacks.append(_EpochProgbar())
-                    try:
-                        model.fit(data, initial_epoch=epoch - 1, epochs=epoch, steps_per_epoch=iterations - first_step,
-                                  callbacks=fit_callbacks, verbose=verbose, shuffle=False)
-                    except DECODE_ERRORS as error:
-                        step = progress.step_in_epoch
-                        bad = locate_bad_image(records, sampler.epoch_batches(epoch - 1)[step:step + 2])
-                        if bad is None:
-                            raise
-                        raise bad from error
-                    if monitor.failure:
-                        latest = manager.steps()
-                        kept = (f"the last good checkpoint is step {latest[-1]} in {manager.folder}" if latest
-                                else "no checkpoint was saved")
-                        raise TrainingError(f"{monitor.failure}; stopped without saving, {kept}; lower --lr "
-                                            "(or check the data) and resume with --resume")
-                    if monitor.interrupted:
-                        raise TrainingInterrupted(write_dir, progress, monitor.interrupted)
-                else:
-                    schedule.apply(model, epoch)
-                means, seconds = monitor.epoch_means(), monitor.epoch_sums()[2]
-                if first_step >= iterations:  # resumed exactly at the end of an epoch
-                    means = {k: v / max(progress.count, 1) for k, v in progress.sums.items()}
-                    seconds = progress.seconds
-                entry = make_entry(epoch, progress.global_step, iterations, values["lr"], values["ema_rate"],
-                                   means, seconds)
-                last = epoch == train_cfg.epochs
-                due = (final_eval and last) or (train_cfg.eval_every and epoch % train_cfg.eval_every == 0)
-                if due and chief:
-                    embed_fn = embed_fn or embedding_function(model, folded=False, jit=train_cfg.jit)
-                    result = evaluate_live_model(model, dataset, config, final=last and final_eval,
-                                                 embed_fn=embed_fn, log=log)
-                    if result is not None:
-                        entry["eval"] = {**result["summary"], "seconds": result["seconds"]}
-                        log(f"epoch {epoch} evaluation: rank-1 {result['summary']['rank1']:.2f}, "
-                            f"mAP {result['summary']['mAP']:.2f}, mINP {result['summary']['mINP']:.2f}")
-                        if last:
-                            evaluation = result
-                progress.history.append(entry)
-                progress.epoch_complete = True
-                progress.sums, progress.count, progress.seconds = {}, 0, 0.0
-                save_checkpoint()
-                write_history(write_dir, progress.history)
-                tensorboard.write_epoch(entry)
-                log(_entry_line(entry))
-                if interrupt.requested:
-                    raise TrainingInterrupted(write_dir, progress, manager.latest())
-    finally:
-        tensorboard.close()
-    if evaluation is None and final_eval and progress.history and "eval" in progress.history[-1] and chief:
-        evaluation = {"summary": progress.history[-1]["eval"], "results": None}
-    return evaluation
+    def finish(self, evaluation) -> Path:
+        """Save the final ``model.keras`` and mark the run finished; returns the model's path."""
+        final = self.folder / run_folder.FINAL_MODEL
+        run_folder.atomic_save_model(self.model, final)
+        self.write_status("finished", epochs_completed=len(self.progress.history),
+                          finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          evaluation=None if evaluation is None else evaluation["results"])
+        return final
 
+    def close(self) -> None:
+        """Remove the temporary folder of a worker that is not the chief."""
+        if not self.chief:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
-def _entry_line(entry: dict) -> str:
-    terms = ", ".join(f"{k} {entry[k]:.4f}" for k in ("loss", "id", "cc", "sep", "sid", "kl"))
-    return f"epoch {entry['epoch']} done in {entry['seconds']:.1f}s (global step {entry['global_step']}): {terms}"
+    # ---------------------------------------------------------------------- the epochs
+    def train_epochs(self):
+        """Train from where the run stands to ``train.epochs``; returns the final evaluation (or None)."""
+        tensorboard = TensorBoardLog(self.folder)
+        start_epoch, start_step = self.progress.next_position()
+        last_epoch = self.config.train.epochs
+        evaluation = None
+        try:
+            with InterruptFlag() as interrupt:
+                for epoch in range(start_epoch, last_epoch + 1):
+                    entry = self._train_epoch(epoch, start_step if epoch == start_epoch else 0, interrupt)
+                    result = self._evaluate_if_due(entry)
+                    if result is not None and epoch == last_epoch:
+                        evaluation = result
+                    self._record_epoch(entry, tensorboard)
+                    if interrupt.requested:
+                        raise TrainingInterrupted(self.folder, self.progress, self.checkpoints.latest())
+        finally:
+            tensorboard.close()
+        history = self.progress.history
+        if evaluation is None and self.options.final_eval and history and "eval" in history[-1] and self.chief:
+            evaluation = {"summary": history[-1]["eval"], "results": None}
+        return evaluation
+
+    def _train_epoch(self, epoch: int, first_step: int, interrupt) -> dict:
+        """Train 1-based ``epoch`` from ``first_step``; returns its history entry."""
+        train_cfg, progress, sampler = self.config.train, self.progress, self.data.sampler
+        iterations = sampler.num_batches(epoch - 1)
+        if train_cfg.steps_per_epoch:
+            iterations = min(iterations, int(train_cfg.steps_per_epoch))
+        progress.begin_epoch(epoch, iterations, first_step)
+        values = self.schedule.values_for(epoch)
+        self.options.log(f"epoch {epoch}/{train_cfg.epochs}: {iterations} iterations (the authors' IR-only estimate: "
+                         f"{sampler.estimated_iterations_ir_only}), lr {values['lr']:.3g}, EMA rate "
+                         f"{values['ema_rate']:.4g}" + (f", continuing at step {first_step}" if first_step else ""))
+        self.monitor = StepMonitor(progress, self.save_checkpoint, train_cfg.save_every_steps, interrupt,
+                                   log=self.options.detail_log)
+        if first_step < iterations:
+            self._fit(epoch, first_step, iterations)
+            means, seconds = self.monitor.epoch_means(), self.monitor.epoch_sums()[2]
+        else:  # resumed exactly at the end of an epoch
+            self.schedule.apply(self.model, epoch)
+            means = {k: v / max(progress.count, 1) for k, v in progress.sums.items()}
+            seconds = progress.seconds
+        return make_entry(progress, values, means, seconds)
+
+    def _fit(self, epoch: int, first_step: int, iterations: int) -> None:
+        """One ``fit`` over the steps ``first_step ..`` of ``epoch``; a decode error names the
+        image, a non-finite loss or Ctrl-C stops the run."""
+        from mpanet_tf.data.bad_images import locate_bad_image
+        from mpanet_tf.data.pipeline import DECODE_ERRORS
+
+        steps = iterations - first_step
+        callbacks = [self.schedule, self.monitor, *self.options.callbacks]
+        if self.options.verbose:
+            callbacks.append(_EpochProgbar())
+        try:
+            self.model.fit(self._epoch_data(epoch, first_step, steps), initial_epoch=epoch - 1, epochs=epoch,
+                           steps_per_epoch=steps, callbacks=callbacks, verbose=self.options.verbose, shuffle=False)
+        except DECODE_ERRORS as error:
+            step = self.progress.step_in_epoch
+            bad = locate_bad_image(self.data.records, self.data.sampler.epoch_batches(epoch - 1)[step:step + 2])
+            if bad is None:
+                raise
+            raise bad from error
+        if self.monitor.failure:
+            latest = self.checkpoints.steps()
+            kept = (f"the last good checkpoint is step {latest[-1]} in {self.checkpoints.folder}" if latest
+                    else "no checkpoint was saved")
+            raise TrainingError(f"{self.monitor.failure}; stopped without saving, {kept}; lower --lr "
+                                "(or check the data) and resume with --resume")
+        if self.monitor.interrupted:
+            raise TrainingInterrupted(self.folder, self.progress, self.monitor.interrupted)
+
+    def _epoch_data(self, epoch: int, first_step: int, steps: int):
+        """The batches ``first_step ..`` of 1-based ``epoch`` (global batches, or per-worker slices
+        through ``distribute_datasets_from_function`` under multi-worker)."""
+        from mpanet_tf.data.pipeline import build_train_dataset
+        from mpanet_tf.training.keras_workarounds import in_multi_worker_mode
+
+        data = self.data
+
+        def make(input_context=None):
+            return build_train_dataset(data.records, data.sampler, epoch - 1, self.config, start_step=first_step,
+                                       input_context=input_context, cache=data.cache).take(steps)
+
+        if in_multi_worker_mode(self.strategy):
+            return self.strategy.distribute_datasets_from_function(make)
+        return make()
+
+    def _evaluate_if_due(self, entry: dict):
+        """Evaluate after the epoch of ``entry`` when due (``eval_every``, the final evaluation; the
+        chief only), adding the summary to ``entry``; returns the result or None."""
+        from mpanet_tf.inference import embedding_function
+        from mpanet_tf.training.live_eval import evaluate_live_model
+
+        train_cfg, epoch = self.config.train, entry["epoch"]
+        final = self.options.final_eval and epoch == train_cfg.epochs
+        due = final or (train_cfg.eval_every and epoch % train_cfg.eval_every == 0)
+        if not (due and self.chief):
+            return None
+        self._embed_fn = self._embed_fn or embedding_function(self.model, folded=False, jit=train_cfg.jit)
+        result = evaluate_live_model(self.model, self.data.dataset, self.config, final=final,
+                                     embed_fn=self._embed_fn, log=self.options.log)
+        if result is not None:
+            summary = result["summary"]
+            entry["eval"] = {**summary, "seconds": result["seconds"]}
+            self.options.log(f"epoch {epoch} evaluation: rank-1 {summary['rank1']:.2f}, mAP {summary['mAP']:.2f}, "
+                             f"mINP {summary['mINP']:.2f}")
+        return result
+
+    def _record_epoch(self, entry: dict, tensorboard: TensorBoardLog) -> None:
+        """Close the epoch of ``entry``: history, checkpoint, ``history.json``, TensorBoard, log line."""
+        progress = self.progress
+        progress.history.append(entry)
+        progress.epoch_complete = True
+        progress.sums, progress.count, progress.seconds = {}, 0, 0.0
+        self.save_checkpoint()
+        write_history(self.folder, progress.history)
+        tensorboard.write_epoch(entry)
+        self.options.log(epoch_line(entry))
 
 
 # -------------------------------------------------------------------------- repeats
-def seed_folder(output_dir, seed: int) -> Path:
-    """``<output>/seed-<seed>``: the folder of one run of ``--repeat``."""
-    return Path(output_dir) / f"seed-{int(seed)}"
-
-
 def train_repeats(config: MPANetConfig, output_dir, repeat: int, **kwargs) -> list[TrainResult]:
     """``--repeat N``: N runs with seeds ``seed, seed+1, ...`` in ``<output>/seed-<seed>/``, one
     after the other (keyword arguments as :func:`train`)."""
@@ -336,6 +390,6 @@ def train_repeats(config: MPANetConfig, output_dir, repeat: int, **kwargs) -> li
     for offset in range(int(repeat)):
         run_config = MPANetConfig.from_dict(config.to_dict())
         run_config.train.seed = config.train.seed + offset
-        results.append(train(run_config, seed_folder(output, run_config.train.seed), **kwargs))
+        results.append(train(run_config, run_folder.seed_folder(output, run_config.train.seed), **kwargs))
         keras.backend.clear_session()
     return results

@@ -10,7 +10,8 @@ from PIL import Image
 from mpanet_tf.config import MPANetConfig
 from mpanet_tf.data.cache import prepare_cache
 from mpanet_tf.data.images import load_image
-from mpanet_tf.data.pipeline import build_train_dataset, find_bad_images, iterate_checked, iterations_per_epoch
+from mpanet_tf.data.bad_images import find_bad_images
+from mpanet_tf.data.pipeline import build_train_dataset, iterate_checked, iterations_per_epoch
 from mpanet_tf.data.records import ImageRecord
 from mpanet_tf.data.sampler import IdentityPairSampler
 from mpanet_tf.errors import BadImageError, ConfigError

@@ -141,3 +141,70 @@ def test_only_the_chief_writes(monkeypatch, cluster, task, chief):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
     assert is_chief(FakeMultiWorker()) is chief
     assert is_chief(None) is True  # not multi-worker: the only process writes
+
+
+def test_set_reaches_the_config_and_bad_fields_are_one_line(sysu_root, tmp_path):
+    output = tmp_path / "run"
+    # data.data_root from --set is the folder the run reads (the preset's would be datasets/SYSU-MM01).
+    result = run(["train", "--dataset", "sysu", "--output", str(output), "--backbone-weights", "none",
+                  "--set", f"data.data_root={tmp_path / 'nowhere'}", "--set", "loss.normalize_sep=true"])
+    assert result.exit_code == 2 and str(tmp_path / "nowhere") in one_error_line(result)
+    for bad, named in (("train.bogus=1", "train.bogus"), ("train.lr=fast", "fast"), ("lr=0.1", "lr=0.1"),
+                       ("model.last_stride=3", "3")):
+        result = run(["train", "--dataset", "sysu", "--output", str(output), "--set", bad])
+        assert result.exit_code == 2 and named in one_error_line(result), bad
+    assert not output.exists()
+
+
+def test_derived_options_carry_the_fields_choices_and_defaults():
+    from mpanet_tf.config import ABLATIONS, PAD_FILLS, STRATEGIES, cli_fields
+
+    params = {p.name: p for p in cli.commands["train"].params}
+    assert list(params["strategy"].type.choices) == list(STRATEGIES)
+    assert list(params["pad_fill"].type.choices) == list(PAD_FILLS)
+    assert list(params["ablation"].type.choices) == list(ABLATIONS)
+    for section, item in cli_fields():
+        option = params[item.metadata["cli"].split("/")[0].lstrip("-").replace("-", "_")]
+        assert item.metadata["help"] in option.help
+        if not isinstance(item.default, bool):
+            assert option.default is None, option.name  # None = the preset's value
+    assert "[default: 3.5e-4]" in params["lr"].help and "16 sysu, 12 regdb" in params["batch_ids"].help
+
+
+def test_seed_folders_are_found_in_one_place(tmp_path):
+    from mpanet_tf import run_folder
+
+    for name in ("seed-10", "seed-2", "seed-x", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "seed-3").write_text("a file")
+    assert [p.name for p in run_folder.seed_folders(tmp_path)] == ["seed-2", "seed-10"]
+    assert run_folder.seed_folder(tmp_path, 7) == tmp_path / "seed-7"
+    assert run_folder.seed_of(tmp_path / "seed-7") == 7 and run_folder.seed_of(tmp_path / "seed-x") is None
+    assert run_folder.seed_folders(tmp_path / "absent") == []
+
+
+def test_workarounds_vectorise_multi_worker_logs_only():
+    import numpy as np
+
+    from mpanet_tf.training import keras_workarounds
+
+    class Extended:
+        def __init__(self, multi):
+            self._in_multi_worker_mode = lambda: multi
+
+    class Strategy:
+        def __init__(self, multi):
+            self.extended = Extended(multi)
+
+    class Model:
+        def train_step(self, data):
+            return {"loss": np.float32(data), "id": np.float32(2 * data)}
+
+    assert not keras_workarounds.in_multi_worker_mode(None)
+    single, multi = Model(), Model()
+    keras_workarounds.prepare_for_fit(single, Strategy(False))
+    keras_workarounds.prepare_for_fit(multi, Strategy(True))
+    assert np.shape(single.train_step(1.5)["loss"]) == ()
+    logs = multi.train_step(1.5)
+    assert {k: np.asarray(v).tolist() for k, v in logs.items()} == {"loss": [1.5], "id": [3.0]}
+    assert single._maybe_symbolic_build(iterator=object()) is None
