@@ -420,12 +420,3 @@ def load_image(path, size) -> np.ndarray:
     except (tf.errors.InvalidArgumentError, ValueError) as error:
         # TensorFlow's message names its kernel and device, not the file: say what it means.
         raise BadImageError(path, decode_error_reason(error)) from None
-
-
-def check_image(path) -> str | None:
-    """None if ``path`` decodes as an image, else a short reason. Used by ``dataset-info --verify``."""
-    try:
-        load_image(path, (8, 8))
-    except BadImageError as error:
-        return str(error)
-    return None
