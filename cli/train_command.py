@@ -182,7 +182,7 @@ def train_command(ctx, **params):
     log = (lambda message: None) if quiet else click.echo
     verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
     kwargs = dict(resume=params["resume"], force=params["force"], verbose=verbose,
-                  final_eval=params["final_eval"], log=log, detail_log=click.echo if params["verbose"] else None)
+                  final_eval=params["final_eval"] if _given(ctx, "final_eval") else None, log=log, detail_log=click.echo if params["verbose"] else None)
     output, repeat = Path(params["output"]), int(params["repeat"])
     try:
         if repeat == 1:

@@ -76,7 +76,7 @@ class TrainOptions:
     """How a run reports and what it adds to ``fit``, besides its config (see :func:`train`)."""
 
     verbose: int = 1
-    final_eval: bool = True
+    final_eval: bool | None = True   # None: a resumed run keeps what its run.json says (default True)
     callbacks: tuple = ()
     log: Callable[[str], None] = _print
     detail_log: Callable[[str], None] | None = None
@@ -92,7 +92,7 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
 # ---------------------------------------------------------------------------- train
 @run_folder.holding_lock("run folder", when=is_chief_task)  # the whole run holds the folder's lock
 def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool = False, verbose: int = 1,
-          final_eval: bool = True, callbacks=(), log=None, detail_log=None) -> TrainResult:
+          final_eval: bool | None = True, callbacks=(), log=None, detail_log=None) -> TrainResult:
     """Train MPANet into the run folder ``output_dir``.
 
     Args:
@@ -103,7 +103,8 @@ def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool
             absent or empty folder starts a new run.
         force: delete what an earlier run wrote in ``output_dir`` first.
         verbose: Keras ``fit`` output: 0 none, 1 progress bar, 2 one line per epoch.
-        final_eval: evaluate the last epoch's model at the end.
+        final_eval: evaluate the last epoch's model at the end; None keeps the choice the run was
+            started with (its ``run.json``; True for a new run).
         callbacks: extra Keras callbacks for every ``fit`` call (after the trainer's own).
         log: ``str -> None`` for the run's messages (default: print).
         detail_log: ``str -> None`` for detail lines (every step checkpoint), or None.
@@ -187,6 +188,10 @@ class TrainingRun:
             from mpanet_tf.weights import resolve_backbone
 
             self._backbone = resolve_backbone(self.config.model.backbone_weights, progress=self.options.verbose > 0)
+        if self.options.final_eval is None:   # a resumed run keeps its --final-eval/--no-final-eval
+            run_file = self.output / run_folder.RUN_FILE
+            saved = run_folder.read_json(run_file).get("final_eval") if resume and run_file.is_file() else None
+            self.options.final_eval = True if saved is None else bool(saved)
 
     def build_model(self) -> None:
         """Build the model (the dtype policy is set) and initialise it, or restore the checkpoint."""
@@ -216,6 +221,7 @@ class TrainingRun:
         self.checkpoints = CheckpointManager(self.folder)
         self.checkpoints.remove_incomplete()
         self.meta = setup.run_meta(self.config, self.data, self._init, self.strategy, "running")
+        self.meta["final_eval"] = bool(self.options.final_eval)
         run_file = self.folder / run_folder.RUN_FILE
         if self._state is not None and run_file.is_file():
             self.meta["started_at"] = run_folder.read_json(run_file).get("started_at")
@@ -321,10 +327,13 @@ class TrainingRun:
             raise bad from error
         if self.monitor.failure:
             latest = self.checkpoints.steps()
-            kept = (f"the last good checkpoint is step {latest[-1]} in {self.checkpoints.folder}" if latest
-                    else "no checkpoint was saved")
-            raise TrainingError(f"{self.monitor.failure}; stopped without saving, {kept}; lower --lr "
-                                "(or check the data) and resume with --resume")
+            if latest:
+                advice = (f"stopped without saving; the last good checkpoint is step {latest[-1]} in "
+                          f"{self.checkpoints.folder}: lower --lr (or check the data) and continue from it with --resume")
+            else:
+                advice = ("stopped before any checkpoint was saved, so there is nothing to resume: lower --lr (or "
+                          "check the data) and start again with --force")
+            raise TrainingError(f"{self.monitor.failure}; {advice}")
         if self.monitor.interrupted:
             raise TrainingInterrupted(self.folder, self.progress, self.monitor.interrupted)
 

@@ -50,3 +50,19 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(sysu_ro
     meta = json.loads((output / "run.json").read_text())
     assert meta["status"] == "failed" and "became nan" in meta["error"]
     assert not (output / "model.keras").exists() and not (output / "history.json").exists()
+
+
+def test_nan_loss_before_any_checkpoint_does_not_suggest_resume(sysu_root, tmp_path, monkeypatch):
+    """Issue 14 class 7: with nothing saved, the message says so and does not suggest --resume."""
+    original = trainer.train
+
+    def train_with_poison(*args, **kwargs):
+        kwargs["callbacks"] = [PoisonBeforeStep(1)]
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", train_with_poison)
+    result = CliRunner().invoke(cli, train_args(sysu_root, tmp_path / "run", "--epochs", "1", "--steps-per-epoch", "2"))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "became nan at epoch 1, step 1" in lines[0], result.output
+    assert "nothing to resume" in lines[0] and "--resume" not in lines[0]

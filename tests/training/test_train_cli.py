@@ -208,3 +208,24 @@ def test_workarounds_vectorise_multi_worker_logs_only():
     logs = multi.train_step(1.5)
     assert {k: np.asarray(v).tolist() for k, v in logs.items()} == {"loss": [1.5], "id": [3.0]}
     assert single._maybe_symbolic_build(iterator=object()) is None
+
+
+def test_resume_keeps_no_final_eval(sysu_root, tmp_path):
+    """Issue 14 class 7: --resume of a run started with --no-final-eval does not evaluate at the end."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mpanet_tf.cli.main import cli
+    from tests.training.support import train_args
+
+    output = tmp_path / "run"
+    first = CliRunner().invoke(cli, train_args(sysu_root, output, "--epochs", "1", "--steps-per-epoch", "1",
+                                               "--no-final-eval"))
+    assert first.exit_code == 0, first.output
+    assert json.loads((output / "run.json").read_text())["final_eval"] is False
+    resumed = CliRunner().invoke(cli, ["train", "--output", str(output), "--resume", "--epochs", "2", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    history = json.loads((output / "history.json").read_text())["epochs"]
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    assert all("eval" not in entry for entry in history)
