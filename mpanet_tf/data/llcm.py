@@ -34,7 +34,9 @@ import os
 import pathlib
 import re
 
-from mpanet_tf.data.records import ImageRecord, is_file, is_image_name, make_record, read_text, resolve_root
+from mpanet_tf.data.records import (
+    ImageRecord, is_file, is_image_name, make_record, read_comma_separated_ids, read_text, resolve_root,
+)
 from mpanet_tf.errors import ConfigError, DatasetError
 
 VISIBLE_CAMERAS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -107,19 +109,8 @@ def read_train_list(root: pathlib.Path, path: pathlib.Path) -> list[tuple[str, i
 
 def read_test_ids(path: pathlib.Path) -> list[int]:
     """Identity numbers of ``idx/test_id.txt`` (comma-separated; newlines count as commas), in file order."""
-    text = read_text(path, "LLCM test id file", _LIST_HINT)
-    ids: list[int] = []
-    for token in text.replace("\r", ",").replace("\n", ",").split(","):
-        if not token.strip():
-            continue
-        value = _decimal(token)
-        if value is None:
-            raise DatasetError(
-                f"malformed test id file {path}: {token.strip()[:20]!r} is not an integer id; "
-                "the file must hold comma-separated ids such as 1,2,4")
-        if value in ids:
-            raise DatasetError(f"test id file {path} lists id {value} twice; remove the duplicate")
-        ids.append(value)
+    ids = read_comma_separated_ids(path, "test id file", _LIST_HINT, parse=_decimal, kind="an integer id",
+                                   title="LLCM test id file")
     if not ids:
         raise DatasetError(f"test id file {path} lists no ids; {_LIST_HINT}")
     return ids

@@ -136,6 +136,35 @@ def parse_positive_int(token: str):
     return value if value >= 1 else None
 
 
+def read_comma_separated_ids(path: pathlib.Path, what: str, hint: str, parse=None,
+                             kind: str = "a positive integer id", title: str | None = None) -> list[int]:
+    """Ids of a file of comma-separated ids (newlines count as commas), in file order: SYSU-MM01's
+    ``exp/*_id.txt`` and LLCM's ``idx/test_id.txt``.
+
+    Args:
+        path: the file. what: its name in messages (``"split file"``). hint: the fix when missing.
+        parse: token -> int or None (default :func:`parse_positive_int`). kind: what a token must be.
+        title: the file's name when it is missing or unreadable (default ``what``).
+
+    Raises:
+        DatasetError: the file is missing, not text, holds a malformed token or repeats an id.
+    """
+    parse = parse or parse_positive_int
+    text = read_text(path, title or what, hint)
+    ids: list[int] = []
+    for token in text.replace("\r", ",").replace("\n", ",").split(","):
+        if not token.strip():
+            continue
+        value = parse(token)
+        if value is None:
+            raise DatasetError(f"malformed {what} {path}: {token.strip()[:20]!r} is not {kind}; "
+                               "the file must hold comma-separated ids such as 1,2,4")
+        if value in ids:
+            raise DatasetError(f"{what} {path} lists id {value} twice; remove the duplicate")
+        ids.append(value)
+    return ids
+
+
 def verify_images(records, progress: bool = True) -> list[str]:
     """Decode every record's image; return one line per file that fails (``dataset-info --verify``).
 

@@ -29,7 +29,7 @@ import pathlib
 import numpy as np
 
 from mpanet_tf.data.records import (
-    ImageRecord, is_file_entry, is_image_name, make_record, parse_positive_int, read_text, resolve_root,
+    ImageRecord, is_file_entry, is_image_name, make_record, read_comma_separated_ids, resolve_root,
 )
 from mpanet_tf.data.registry import DatasetSpec, register_dataset
 from mpanet_tf.errors import ConfigError, DatasetError
@@ -55,20 +55,7 @@ def read_id_list(path: pathlib.Path) -> list[int]:
     Raises:
         DatasetError: the file is missing, not text, holds a non-integer token or repeats an id.
     """
-    text = read_text(path, "SYSU-MM01 split file", _SPLIT_HINT)
-    ids: list[int] = []
-    for token in text.replace("\r", ",").replace("\n", ",").split(","):
-        if not token.strip():
-            continue
-        value = parse_positive_int(token)
-        if value is None:
-            raise DatasetError(
-                f"malformed split file {path}: {token.strip()[:20]!r} is not a positive integer id; "
-                "the file must hold comma-separated ids such as 1,2,4")
-        if value in ids:
-            raise DatasetError(f"split file {path} lists id {value} twice; remove the duplicate")
-        ids.append(value)
-    return ids
+    return read_comma_separated_ids(path, "split file", _SPLIT_HINT, title="SYSU-MM01 split file")
 
 
 class SYSUDataset:
