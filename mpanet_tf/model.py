@@ -14,6 +14,8 @@ normalisation (facts §1.5).
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import ops
