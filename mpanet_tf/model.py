@@ -13,7 +13,6 @@ normalisation (facts §1.5).
 
 from __future__ import annotations
 
-
 from pathlib import Path
 
 import keras
