@@ -38,7 +38,7 @@ def dataset_info(dataset, data_root, trial, as_json, verify, skip_bad_images):
     visible test image in cameras 1,2,4,5 or 1,2) and whether exp/rand_perm_cam.mat is present.
     RegDB: the four lists of one trial.
     """
-    from mpanet_tf.data.records import verify_images
+    from mpanet_tf.data.bad_images import verify_images
     from mpanet_tf.data.registry import get_dataset
 
     spec = get_dataset(dataset)

@@ -39,8 +39,8 @@ def visualize():
               help="Instead of --dataset: a folder of query images (searched recursively).")
 @click.option("--gallery", "gallery_folder", default=None, type=click.Path(file_okay=False),
               help="With --query-folder: a folder of gallery images (searched recursively).")
-@click.option("--queries", type=click.IntRange(min=1, max=1000), default=4, show_default=True, help="Number of queries (rows).")
-@click.option("--top-k", type=click.IntRange(min=1, max=1000), default=5, show_default=True, help="Gallery images shown per query.")
+@click.option("--queries", type=int, default=4, show_default=True, help="Number of queries (rows).")
+@click.option("--top-k", type=int, default=5, show_default=True, help="Gallery images shown per query.")
 @click.option("--mode", type=click.Choice(["all", "indoor"]), default="all", show_default=True,
               help="SYSU-MM01 gallery cameras: all (1,2,4,5) or indoor (1,2).")
 @click.option("--trial", type=int, default=1, show_default=True, help="RegDB trial 1..10.")

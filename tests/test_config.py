@@ -113,6 +113,6 @@ def test_cli_defaults_are_stated_from_the_dataclasses_and_presets():
 
     helps = {f"{section}.{item.name}": default_help(section, item) for section, item in cli_fields()}
     assert helps["train.lr"] == "3.5e-4" and helps["train.weight_decay"] == "5e-4"
-    assert helps["data.batch_ids"] == "the preset's: 16 sysu, 12 regdb"
+    assert helps["data.batch_ids"] == "the preset's: 16 sysu, 12 regdb, 16 llcm, 16 manifest"
     assert helps["train.epochs"] == "140"  # the same in both presets
     assert show_value((80, 120)) == "80,120" and show_value(0.1) == "0.1"

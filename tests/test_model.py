@@ -60,7 +60,10 @@ def test_embedding_is_bn_neck_output_in_inference_mode(model):
     expected = (out["features"].numpy() - mean) / np.sqrt(var + 1e-5) * gamma
     embedding = model.embed(images)
     assert embedding.shape == (8, 14336) and embedding.dtype == np.float32
-    np.testing.assert_allclose(embedding, expected, rtol=1e-4, atol=1e-4)
+    # embed runs a traced graph, forward runs eagerly: with oneDNN (on by default, mpanet_tf/__init__)
+    # the two fuse and order their sums differently, so the absolute tolerance scales with the
+    # embedding's magnitude (up to ~6 for this random model): float rounding, not a different result.
+    np.testing.assert_allclose(embedding, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
     # No L2 normalisation inside the model.
     assert not np.allclose(np.linalg.norm(embedding, axis=1), 1.0)
 

@@ -90,3 +90,11 @@ def locate_bad_image(records, candidates=None, progress: bool = False) -> BadIma
                 return error
     errors = bad_image_errors(records, progress=progress)
     return errors[0] if errors else None
+
+
+def verify_images(records, progress: bool = True) -> list[str]:
+    """Decode every record's image; return one line per file that fails (``dataset-info --verify``).
+
+    ``progress`` shows a tqdm bar on stderr.
+    """
+    return [str(error) for error in bad_image_errors(records, progress=progress, desc="verifying images")]

@@ -163,14 +163,3 @@ def read_comma_separated_ids(path: pathlib.Path, what: str, hint: str, parse=Non
             raise DatasetError(f"{what} {path} lists id {value} twice; remove the duplicate")
         ids.append(value)
     return ids
-
-
-def verify_images(records, progress: bool = True) -> list[str]:
-    """Decode every record's image; return one line per file that fails (``dataset-info --verify``).
-
-    Uses :func:`mpanet_tf.data.bad_images.bad_image_errors`, which imports TensorFlow on first use
-    (the readers themselves never do). ``progress`` shows a tqdm bar on stderr.
-    """
-    from mpanet_tf.data.bad_images import bad_image_errors
-
-    return [str(error) for error in bad_image_errors(records, progress=progress, desc="verifying images")]

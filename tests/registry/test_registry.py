@@ -61,6 +61,6 @@ def test_third_party_module_from_the_environment():
     code = "import json; from mpanet_tf.data.registry import dataset_names; print(json.dumps(dataset_names()))"
     result = python(code, MPANET_TF_DATASETS="tests.registry.toy_autoregister")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == ["sysu", "regdb", "toy"]
+    assert json.loads(result.stdout) == ["sysu", "regdb", "llcm", "manifest", "toy"]
     result = python(code, MPANET_TF_DATASETS="tests.registry.no_such_module")
     assert result.returncode != 0 and "MPANET_TF_DATASETS names module 'tests.registry.no_such_module'" in result.stderr

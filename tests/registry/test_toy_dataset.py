@@ -75,9 +75,9 @@ def test_registration_reaches_config_presets_and_choices(toy):
 
 
 def test_unknown_dataset_lists_the_registered_ones(toy, tmp_path):
-    with pytest.raises(DatasetError, match="market.*sysu, regdb, toy"):
+    with pytest.raises(DatasetError, match="market.*sysu, regdb, llcm, manifest, toy"):
         load_dataset("market", tmp_path)
-    with pytest.raises(ConfigError, match="'sysu', 'regdb' or 'toy'"):
+    with pytest.raises(ConfigError, match="'sysu', 'regdb', 'llcm', 'manifest' or 'toy'"):
         MPANetConfig.from_dict({"data": {"dataset": "market"}})
     assert get_dataset("TOY").title == "TOY"
 

@@ -76,8 +76,9 @@ def test_interrupt_kill_resume_and_repeat(sysu_root, tmp_path):
             np.testing.assert_array_equal(model.classifier.kernel.numpy(), weights["classifier/vars/0"][()])
         assert not (run_dir / "model.keras").exists()
 
-        # 3. Resume to the end (in this process), with the final evaluation.
-        result = CliRunner().invoke(cli, ["train", "--output", str(run_dir), "--resume", "--quiet"],
+        # 3. Resume to the end (in this process), asking for the final evaluation (the run was
+        #    started with --no-final-eval, which a resumed run otherwise keeps).
+        result = CliRunner().invoke(cli, ["train", "--output", str(run_dir), "--resume", "--final-eval", "--quiet"],
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.output
         assert not [n for n in checkpoint_names(run_dir) if n.startswith(".tmp-")]
