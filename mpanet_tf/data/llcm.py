@@ -30,12 +30,12 @@ the listed ids is an error (a wrong ``--data-root`` or test id file).
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 
 from mpanet_tf.data.records import (
-    ImageRecord, is_file, is_image_name, make_record, read_comma_separated_ids, read_text, resolve_root,
+    ImageRecord, is_file, list_image_names, make_record, read_comma_separated_ids, read_text,
+    resolve_root,
 )
 from mpanet_tf.errors import ConfigError, DatasetError
 
@@ -157,17 +157,9 @@ class LLCMDataset:
         images = {}
         for pid in self.test_ids:
             for camera in cameras:
-                folder = base / f"cam{camera}" / f"{pid:04d}"
-                try:
-                    entries = list(os.scandir(folder))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                except OSError as error:
-                    raise DatasetError(
-                        f"cannot list {folder} ({error.strerror or error}); check its permissions") from None
-                names = sorted(e.name for e in entries if is_image_name(e.name) and e.is_file())
+                names = list_image_names(base / f"cam{camera}" / f"{pid:04d}")
                 if names:
-                    images[(pid, camera)] = tuple(names)
+                    images[(pid, camera)] = names
         if not images:
             raise DatasetError(
                 f"no {modality} test image of the ids in {self.root / 'idx' / 'test_id.txt'} under "

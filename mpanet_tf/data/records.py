@@ -115,6 +115,21 @@ def is_file_entry(entry) -> bool:
                            "remove or fix the entry") from None
 
 
+def list_image_names(folder) -> tuple[str, ...]:
+    """Sorted image file names in ``folder`` (an identity folder); empty when it does not exist.
+
+    Raises:
+        DatasetError: the folder cannot be listed, or an entry is a symbolic-link loop.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+    except OSError as error:
+        raise DatasetError(f"cannot list {folder} ({error.strerror or error}); check its permissions") from None
+    return tuple(sorted(e.name for e in entries if is_image_name(e.name) and is_file_entry(e)))
+
+
 def read_text(path: pathlib.Path, what: str, fix: str) -> str:
     """Text of a small split/list file; :class:`DatasetError` if missing, unreadable or not UTF-8."""
     if not is_file(path):

@@ -23,13 +23,12 @@ those out of its identity pool). Test ids keep their raw ids.
 from __future__ import annotations
 
 import io
-import os
 import pathlib
 
 import numpy as np
 
 from mpanet_tf.data.records import (
-    ImageRecord, is_file_entry, is_image_name, make_record, read_comma_separated_ids, resolve_root,
+    ImageRecord, list_image_names, make_record, read_comma_separated_ids, resolve_root,
 )
 from mpanet_tf.data.registry import DatasetSpec, register_dataset
 from mpanet_tf.errors import ConfigError, DatasetError
@@ -129,17 +128,9 @@ class SYSUDataset:
         ids = [pid for name in SPLIT_FILES for pid in lists[name]]
         for camera in CAMERAS:
             for pid in ids:
-                folder = self.root / f"cam{camera}" / f"{pid:04d}"
-                try:
-                    entries = list(os.scandir(folder))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                except OSError as error:
-                    raise DatasetError(
-                        f"cannot list {folder} ({error.strerror or error}); check its permissions") from None
-                names = sorted(e.name for e in entries if is_image_name(e.name) and is_file_entry(e))
+                names = list_image_names(self.root / f"cam{camera}" / f"{pid:04d}")
                 if names:
-                    images[(camera, pid)] = tuple(names)
+                    images[(camera, pid)] = names
         return images
 
     def _has_any_image(self, pid: int) -> bool:
