@@ -6,9 +6,11 @@
 1. the float32 ONNX graph of :mod:`mpanet_tf.runtimes.onnx` (the BN-folded embedding);
 2. ONNX Runtime's pre-processing (``quant_pre_process``: graph optimisation, shape inference);
 3. ``quantize_static`` in the QDQ format, convolutions only (:data:`QUANTIZED_OPS`): weights
-   int8 per output channel (symmetric), activations uint8 per tensor, their ranges (MinMax) calibrated on N real images of the target data, read
-   with the project's image path (:func:`mpanet_tf.data.images.load_image`, exactly the inputs
-   evaluation feeds).
+   int8 per output channel (symmetric), activations uint8 per tensor, their ranges (MinMax)
+   calibrated on N real images of the target data, read with the project's image path
+   (:func:`mpanet_tf.data.images.load_image`, exactly the inputs evaluation feeds). The
+   convolutions whose input another float op also reads stay float32
+   (:func:`float32_convolutions`): PAM's mask conv and MAM's first channel-attention conv.
 
 The artifact has the float ONNX contract (input ``images`` float32 (N, H, W, 3) in [0, 255] at the
 model size, output ``embeddings`` float32 (N, D)); ONNX Runtime runs the Q/DQ pairs around each
@@ -41,6 +43,30 @@ CALIBRATION_BATCH = 4
 # model with a data-calibrated neck (66 drawn images): quantising every supported op left 26% of
 # the int8 embeddings nearest to their own float32 embedding, convolutions only 100%.
 QUANTIZED_OPS = ["Conv"]
+# Besides convolutions, the ops allowed to read a quantised conv input (ResNet's residual ``Add``
+# reads the block input that the next block's convolutions read).
+_SHARED_WITH = {"Conv", "Add"}
+
+
+def float32_convolutions(model) -> list[str]:
+    """Names of the ``Conv`` nodes of the ONNX ``model`` to leave in float32: those whose input
+    tensor is also read by another kind of op than a convolution or a residual ``Add``.
+
+    In the QDQ format the quantise/dequantise pair sits on the *tensor*, so every reader of a
+    quantised conv input reads the rounded copy. For PAM's mask conv that input is the final
+    feature map F (B, h, w, 2048), which the global average pool and the part pooling also read:
+    quantising the mask conv rounded F to 256 levels for the 14336-d embedding itself, and on a
+    trained synthetic model the int8 embeddings had a mean cosine of 0.69 to the float32 ones
+    (every convolution but this one: 0.996; measured, benchmarks/RESULTS.md). MAM's first
+    channel-attention conv reads the pooled vector that MAM's normalisation also reads. Both are
+    1x1 convolutions on 6 or 2048/16 channels: float32 costs nothing measurable.
+    """
+    readers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
+    return [node.name for node in model.graph.node
+            if node.op_type == "Conv" and readers.get(node.input[0], set()) - _SHARED_WITH]
 
 
 def calibration_paths(source, count: int | None = None) -> list[Path]:
@@ -81,9 +107,13 @@ class CalibrationImages:
         self.position = 0
 
 
-def quantize_onnx(float_path, output_path, paths, image_size) -> None:
+def quantize_onnx(float_path, output_path, paths, image_size) -> list[str]:
     """Statically quantise the float ONNX file ``float_path`` to ``output_path`` (QDQ, int8
-    per-channel weights, uint8 activations calibrated on the image files ``paths``)."""
+    per-channel weights, uint8 activations calibrated on the image files ``paths``).
+
+    Returns:
+        the names of the convolutions left in float32 (:func:`float32_convolutions`).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -93,12 +123,16 @@ def quantize_onnx(float_path, output_path, paths, image_size) -> None:
         quant_pre_process(os.fspath(float_path), os.fspath(prepared), skip_symbolic_shape=True)
     except Exception:  # pre-processing is an optimisation; quantise the converted graph as it is
         prepared = float_path
+    import onnx
+
+    kept = float32_convolutions(onnx.load(os.fspath(prepared)))
     quantize_static(
         os.fspath(prepared), os.fspath(output_path), CalibrationImages(paths, image_size),
-        op_types_to_quantize=QUANTIZED_OPS,
+        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=kept,
         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
     )
+    return kept
 
 
 class Int8Runtime(OnnxRuntime):
@@ -123,12 +157,13 @@ class Int8Runtime(OnnxRuntime):
         with tempfile.TemporaryDirectory(prefix="mpanet-int8-") as scratch:
             float_path = Path(scratch) / "float.onnx"
             write_onnx(model, float_path, opset)
-            quantize_onnx(float_path, folder / ONNX_FILE, paths, model.image_size)
+            kept = quantize_onnx(float_path, folder / ONNX_FILE, paths, model.image_size)
         return {"opset": opset, "input": input_description(model),
                 "quantization": {"method": "onnxruntime quantize_static, QDQ", "weights": "int8 per channel",
                                  "activations": "uint8 per tensor, MinMax",
                                  "calibration": os.fspath(options.calibration),
-                                 "calibration_images": len(paths)}}
+                                 "calibration_images": len(paths),
+                                 "float32_convolutions": kept}}
 
 
 register(Int8Runtime())

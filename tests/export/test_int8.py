@@ -65,11 +65,29 @@ def test_layout_export_info_and_quantised_graph(quantized):
     ops = [node.op_type for node in graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     initializers = {t.name: t for t in graph.initializer}
-    convs = [node for node in graph.node if node.op_type == "Conv"]
     producers = {out: node for node in graph.node for out in node.output}
-    # every conv weight is an int8 tensor with one scale per output channel (per-channel quantisation)
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    # the convolutions left in float32 are the ones whose input a float op also reads: PAM's mask
+    # conv (its input F is pooled into the embedding), and MAM's first channel-attention conv
+    # where the converter shares its pooled input with MAM's normalisation (the full-size graph)
+    kept = info["quantization"]["float32_convolutions"]
+    assert sum("pam" in name and "spatial_attention" in name for name in kept) == 1
+    assert all("pam" in name or "channel_attention_0" in name for name in kept)
+    convs = [node for node in graph.node if node.op_type == "Conv" and node.name not in kept]
+    assert len(convs) + len(kept) == 58  # ResNet-50's 53, two per MAM, PAM's one
+    # a rounded activation (a conv's input or output) is read by convolutions, residual additions
+    # and activation functions only, never by a pooling, product or normalisation: PAM's pooling
+    # once read the rounded final feature map, and the embedding's mean cosine to float32 was 0.69
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] not in initializers:
+            got = {reader.op_type for reader in readers.get(node.output[0], [])}
+            assert got <= {"Conv", "Add", "Relu", "Sigmoid"}, (node.name, got)
+    # every quantised conv weight is an int8 tensor with one scale per output channel (per channel)
     weight_dequant = [producers[conv.input[1]] for conv in convs]
-    assert len(convs) >= 53 and all(node.op_type == "DequantizeLinear" for node in weight_dequant)
+    assert all(node.op_type == "DequantizeLinear" for node in weight_dequant)
     for node in weight_dequant:
         weight, scale = initializers[node.input[0]], initializers[node.input[1]]
         assert weight.data_type == onnx.TensorProto.INT8
@@ -80,9 +98,10 @@ def test_layout_export_info_and_quantised_graph(quantized):
 
 def test_int8_embeddings_match_the_float_model_by_cosine(quantized):
     """Every int8 embedding is nearer (cosine) to its own image's float32 embedding than to any
-    other image's. The issue's cosine >= 0.99 is a target for a trained model
-    (benchmarks/int8_speed.py): a random network barely separates images, so after the neck's
-    standardisation its int8 noise is of the order of the differences (cosine ~0.27 measured)."""
+    other image's, and the mean cosine is above 0.75. The issue's cosine >= 0.99 is a target for a
+    trained model (benchmarks/int8_speed.py measures it): a random network barely separates images
+    (inter-image cosine ~0 after the neck), so its int8 noise weighs more; this model measured a
+    mean of 0.84, and 0.27 when PAM's pooling read the rounded feature map."""
     from mpanet_tf.data.images import load_image
     from mpanet_tf.eval.embedder import load_embedder
 
@@ -97,7 +116,7 @@ def test_int8_embeddings_match_the_float_model_by_cosine(quantized):
     unit_expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
     similarity = unit_got @ unit_expected.T  # (N, N): int8 image i vs float image j
     same = np.diag(similarity).copy()
-    assert same.min() > 0
+    assert same.min() > 0 and same.mean() > 0.75
     np.fill_diagonal(similarity, -np.inf)
     assert (same > similarity.max(axis=1)).all()
 
