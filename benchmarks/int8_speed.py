@@ -15,8 +15,9 @@ Two parts, measured in one run:
    e.g. ``mpanet-tf synth`` + ``mpanet-tf train --backbone-weights none`` for a few epochs) is
    exported to ONNX and int8 (calibrated on the tree's images), and ``mpanet-tf eval --model``
    runs the SYSU all-search single-shot protocol (10 trials) on the run folder, the ONNX file
-   and the int8 file, saving the features: R1/mAP of each, and the cosine similarity between
-   the int8 and float32 ONNX embeddings of every test image (mean, 1st percentile, worst).
+   and the int8 file: R1/mAP/mINP of each; and the cosine similarity between the int8 and
+   float32 ONNX embeddings of ``--cosine-images`` images of the tree (default 500; mean, 1st
+   percentile, worst).
 
 Usage::
 
@@ -118,30 +119,38 @@ def accuracy(args, data_root, scratch):
     from click.testing import CliRunner
 
     from mpanet_tf.cli.main import cli
-    from mpanet_tf.eval.features import load_features
     from mpanet_tf.export import export_model
 
     base = Path(scratch) / "accuracy"
     written = export_model(args.run, base, formats=("onnx", "int8"), calibration=data_root,
                            calibration_images=args.calibration_images)
-    results, features = {}, {}
+    results = {}
     for name, model_path in (("keras (run folder)", args.run), ("onnx", written["onnx"]), ("int8", written["int8"])):
-        out, feats = Path(scratch) / f"{len(results)}.json", Path(scratch) / f"{len(results)}.npz"
+        out = Path(scratch) / f"{len(results)}.json"
         result = CliRunner().invoke(cli, ["eval", "--dataset", "sysu", "--data-root", str(data_root), "--model",
-                                          str(model_path), "--save-features", str(feats), "--output", str(out),
-                                          "-q"])
+                                          str(model_path), "--output", str(out), "-q"])
         if result.exit_code != 0:
             raise SystemExit(f"eval of {model_path} failed: {result.output}")
         results[name] = json.loads(out.read_text())
-        features[name] = load_features(feats)
+    return results, agreement(written["onnx"], written["int8"], data_root, args.cosine_images)
 
-    def unit(rows):
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
-    int8 = np.concatenate([features["int8"].query_features, features["int8"].gallery_features])
-    float32 = np.concatenate([features["onnx"].query_features, features["onnx"].gallery_features])
-    cosine = np.sum(unit(int8) * unit(float32), axis=1)
-    return results, cosine
+def agreement(float_path, int8_path, data_root, count):
+    """Cosine similarity between the int8 and the float32 ONNX embeddings of ``count`` images of
+    ``data_root`` (every image of the tree, train and test, evenly spread over the sorted list):
+    (count,) float64."""
+    from mpanet_tf.data.images import load_image
+    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.quantized import calibration_paths
+
+    float32, int8 = load_embedder(float_path), load_embedder(int8_path)
+    paths = calibration_paths(data_root, count)
+    cosines = []
+    for start in range(0, len(paths), 32):
+        batch = np.stack([load_image(p, float32.image_size) for p in paths[start:start + 32]]).astype(np.float32)
+        a, b = np.asarray(float32(batch), np.float64), np.asarray(int8(batch), np.float64)
+        cosines.append(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+    return np.concatenate(cosines)
 
 
 def main(argv=None) -> int:
@@ -152,7 +161,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="calls per runtime per round (default 3)")
-    parser.add_argument("--calibration-images", type=int, default=16)
+    parser.add_argument("--calibration-images", type=int, default=None,
+                        help="int8 calibration images (default: the exporter's default)")
+    parser.add_argument("--cosine-images", type=int, default=500,
+                        help="images of --data-root whose int8 and float32 embeddings are compared (default 500)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--output", default=None, help="also write the Markdown report here")
     args = parser.parse_args(argv)
@@ -195,7 +207,7 @@ def main(argv=None) -> int:
         "|---|---:|---:|---:|",
         *[f"| {name} | {r['rank1']:.2f} | {r['mAP']:.2f} | {r['mINP']:.2f} |" for name, r in results.items()],
         "",
-        f"Cosine similarity int8 vs float32 ONNX embeddings over {cosine.size} test images (query + gallery): "
+        f"Cosine similarity int8 vs float32 ONNX embeddings over {cosine.size} images of the tree (train and test): "
         f"mean {cosine.mean():.5f}, 1st percentile {np.percentile(cosine, 1):.5f}, worst {cosine.min():.5f}.",
         "",
     ]

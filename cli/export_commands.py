@@ -60,7 +60,7 @@ def _registered(kind):
                    "dataset root works) that calibrates the activation ranges.")
 @click.option("--calibration-images", type=click.IntRange(min=1), default=None,
               help="With --quantize: how many --calibration images, evenly spread over the sorted "
-                   "list [default: 16; ONNX Runtime holds every calibration activation, ~0.37 GiB per image at 384x128].")
+                   "list [default: 64; memory does not grow with N, time does: ~0.15 s per image at 384x128 on 2 cores].")
 @click.option("--force", is_flag=True,
               help="Replace an existing OUTPUT/<version>/ or OUTPUT/onnx/<version>/ (refused otherwise).")
 def export_command(model_path, fmt, output, version, opset, quantize, calibration, calibration_images, force):

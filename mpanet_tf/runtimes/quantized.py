@@ -33,13 +33,15 @@ from mpanet_tf.errors import ExportError
 from mpanet_tf.runtimes.onnx import DEFAULT_OPSET, INPUT_NAME, ONNX_FILE, OnnxRuntime, input_description, write_onnx
 from mpanet_tf.runtimes.registry import ExportOptions, register
 
-# ONNX Runtime 1.32's MinMax calibrater keeps every intermediate tensor of every calibration batch
-# until the end (~0.37 GiB per image at 384x128, observed), and its CalibMaxIntermediateOutputs
-# option *drops* the batches it clears instead of reducing them; hence a small default.
-DEFAULT_CALIBRATION_IMAGES = 16
+# Measured on the quickstart model (96x48, 300 drawn images, benchmarks/RESULTS.md): mean cosine to
+# float32 0.9958 from 8 images on, worst 0.976 / 0.980 / 0.987 / 0.987 for 8 / 16 / 32 / 64 images,
+# no gain beyond. ONNX Runtime's MinMax calibrater keeps only each tensor's min and max per batch:
+# peak memory at 384x128 was 1.8 GB for 8, 32 and 128 images alike; 128 images took 26 s here.
+DEFAULT_CALIBRATION_IMAGES = 64
 CALIBRATION_BATCH = 4
-# Only the convolutions (the backbone, MAM's and PAM's 1x1 convs: nearly all of the compute) are
-# quantised; the attention maps, pooling and the BN neck stay float32. Measured on a tiny random
+# Only the convolutions (the backbone and MAM's attention convs: nearly all of the compute) are
+# quantised, less :func:`float32_convolutions`; the attention maps, pooling and the BN neck stay
+# float32. Measured on a tiny random
 # model with a data-calibrated neck (66 drawn images): quantising every supported op left 26% of
 # the int8 embeddings nearest to their own float32 embedding, convolutions only 100%.
 QUANTIZED_OPS = ["Conv"]
