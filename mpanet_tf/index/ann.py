@@ -5,7 +5,7 @@ FAISS (``faiss-cpu``) is an optional extra: ``pip install 'mpanet-tf[ann]'``. Th
 (an inverted file of ``nlist`` coarse k-means cells; product quantisation of each row into ``m``
 codes of ``nbits`` bits), behind a PCA to ``pca`` dims for wide embeddings (MPANet's 14,336-d
 rows go to 256 dims, which keeps training and encoding affordable on a CPU), is trained once on a
-sample of the index's rows (at most :data:`SAMPLE_BYTES` of float32) and kept beside them
+sample of the index's rows (:func:`_train`) and kept beside them
 (``ann.faiss``, what it covers in ``ann.json``); rows added later are encoded and appended to it
 the next time ``--ann`` is used. A query visits ``nprobe`` cells and takes the
 ``refine x top_k`` nearest codes, whose exact distances are then recomputed from the stored rows
@@ -69,20 +69,34 @@ def _rows_f32(rows, start: int, stop: int) -> np.ndarray:
 
 
 def _train(faiss, index: GalleryIndex, params: dict, seed: int):
+    """A trained, empty FAISS index for ``params``.
+
+    FAISS' k-means wants 39 training rows per centroid (the IVF cells; PQ's 2^nbits codes per
+    sub-quantiser), so up to ``39 x max(nlist, 256)`` rows are drawn at random from the whole
+    index (at most :data:`SAMPLE_BYTES` of float32 in the dims they are trained in). With a PCA,
+    the PCA is fitted on :data:`_PCA_ROWS` of them (drawn from the whole sample, not its first
+    rows) and the rest are projected chunk by chunk, so the IVF and PQ of a 14,336-d gallery get
+    as many rows as a 256-d one.
+    """
     rows = index.embeddings()
+    rng = np.random.default_rng(seed)
     reduced = params["pca"] or index.dim
-    sample_size = min(index.count, max(256 * 39, 39 * params["nlist"]), max(1, SAMPLE_BYTES // (4 * index.dim)))
-    picked = np.sort(np.random.default_rng(seed).choice(index.count, size=sample_size, replace=False))
-    sample = np.ascontiguousarray(rows[picked], dtype=np.float32)
+    wanted = 39 * max(256, params["nlist"])
+    sample_size = min(index.count, wanted, max(1, SAMPLE_BYTES // (4 * reduced)))
+    picked = np.sort(rng.choice(index.count, size=sample_size, replace=False))
     pq = f"PQ{params['m']}x{params['nbits']}"
     if not params["pca"]:
         ann = faiss.index_factory(index.dim, f"IVF{params['nlist']},{pq}")
-        ann.train(sample)
+        ann.train(np.ascontiguousarray(rows[picked], dtype=np.float32))
         return ann
     ann = faiss.index_factory(index.dim, f"PCA{reduced},IVF{params['nlist']},{pq}")
     pca = faiss.downcast_VectorTransform(ann.chain.at(0))
-    pca.train(sample[:_PCA_ROWS])
-    faiss.downcast_index(ann.index).train(pca.apply(sample))
+    fit = np.sort(rng.choice(picked, size=min(_PCA_ROWS, len(picked)), replace=False))
+    pca.train(np.ascontiguousarray(rows[fit], dtype=np.float32))
+    step = max(1, SAMPLE_BYTES // 8 // (4 * index.dim))
+    sample = np.concatenate([pca.apply(np.ascontiguousarray(rows[picked[i:i + step]], dtype=np.float32))
+                             for i in range(0, len(picked), step)])
+    faiss.downcast_index(ann.index).train(sample)
     ann.is_trained = True
     return ann
 

@@ -80,18 +80,18 @@ def _clustered(count, dim, clusters, seed):
     return centres[rng.integers(0, clusters, count)] + 0.35 * rng.normal(size=(count, dim)), centres
 
 
-@pytest.mark.large  # FAISS training takes minutes on the shared, loaded 2-core machine
-def test_ann_recall_at_10(tmp_path):
+@pytest.mark.parametrize("dim", [16, 320])  # 320 > 256: the PCA path (PCA256,IVF,PQ)
+def test_ann_recall_at_10(tmp_path, dim):
     faiss = pytest.importorskip("faiss")
     from mpanet_tf.index.ann import ann_search, prepare_ann
 
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # OpenMP threads spin against each other on a busy 2-core machine
 
-    rows, centres = _clustered(2000, 16, 60, seed=0)
+    rows, centres = _clustered(2000, dim, 60, seed=0)
     entries = [{"path": f"img{i:05d}.jpg"} for i in range(len(rows))]
     index = index_from_features(tmp_path / "ann.mpidx", rows, entries, "sha256:synthetic")
-    queries = centres[:50] + 0.35 * np.random.default_rng(2).normal(size=(50, 16))
+    queries = centres[:50] + 0.35 * np.random.default_rng(2).normal(size=(50, dim))
     exact, _ = exact_search(queries, index.embeddings(), top_k=10)
     prepared = prepare_ann(index)
     approx, distances = ann_search(index, queries, top_k=10, prepared=prepared)
@@ -100,6 +100,7 @@ def test_ann_recall_at_10(tmp_path):
     assert np.all(np.diff(distances, axis=1) >= 0)
     # the FAISS index is kept and extended, not retrained, when rows are added
     assert (index.path / "ann.faiss").is_file() and prepared[1]["rows"] == 2000
+    assert prepared[1]["pca"] == (256 if dim > 256 else 0)
     faiss.omp_set_num_threads(threads)
 
 
