@@ -87,9 +87,11 @@ def _train(faiss, index: GalleryIndex, params: dict, seed: int):
     pq = f"PQ{params['m']}x{params['nbits']}"
     if not params["pca"]:
         ann = faiss.index_factory(index.dim, f"IVF{params['nlist']},{pq}")
+        _no_polysemous_training(faiss, ann)
         ann.train(np.ascontiguousarray(rows[picked], dtype=np.float32))
         return ann
     ann = faiss.index_factory(index.dim, f"PCA{reduced},IVF{params['nlist']},{pq}")
+    _no_polysemous_training(faiss, ann)
     pca = faiss.downcast_VectorTransform(ann.chain.at(0))
     fit = np.sort(rng.choice(picked, size=min(_PCA_ROWS, len(picked)), replace=False))
     pca.train(np.ascontiguousarray(rows[fit], dtype=np.float32))
@@ -99,6 +101,14 @@ def _train(faiss, index: GalleryIndex, params: dict, seed: int):
     faiss.downcast_index(ann.index).train(sample)
     ann.is_trained = True
     return ann
+
+
+def _no_polysemous_training(faiss, ann) -> None:
+    """Switch off the polysemous code ordering that ``index_factory`` turns on for IVF-PQ: a
+    simulated annealing over the PQ codes that only polysemous filtering (``polysemous_ht``, not
+    used here) benefits from, and 95% of the training time (measured: 20 s of 21 s for 3,000 rows
+    of PQ64x6; 1.2 s without)."""
+    faiss.downcast_index(faiss.extract_index_ivf(ann)).do_polysemous_training = False
 
 
 def _set_nprobe(faiss, ann, nprobe: int) -> None:
