@@ -41,9 +41,8 @@ DEFAULT_CALIBRATION_IMAGES = 64
 CALIBRATION_BATCH = 4
 # Only the convolutions (the backbone and MAM's attention convs: nearly all of the compute) are
 # quantised, less :func:`float32_convolutions`; the attention maps, pooling and the BN neck stay
-# float32. Measured on a tiny random
-# model with a data-calibrated neck (66 drawn images): quantising every supported op left 26% of
-# the int8 embeddings nearest to their own float32 embedding, convolutions only 100%.
+# float32. ONNX Runtime fuses the Q/DQ pairs and residual adds into integer kernels by itself:
+# also quantising Relu, Add or MaxPool was no faster (benchmarks/RESULTS.md).
 QUANTIZED_OPS = ["Conv"]
 # Besides convolutions, the ops allowed to read a quantised conv input (ResNet's residual ``Add``
 # reads the block input that the next block's convolutions read).
@@ -60,8 +59,9 @@ def float32_convolutions(model) -> list[str]:
     quantising the mask conv rounded F to 256 levels for the 14336-d embedding itself, and on a
     trained synthetic model the int8 embeddings had a mean cosine of 0.69 to the float32 ones
     (every convolution but this one: 0.996; measured, benchmarks/RESULTS.md). MAM's first
-    channel-attention conv reads the pooled vector that MAM's normalisation also reads. Both are
-    1x1 convolutions on 6 or 2048/16 channels: float32 costs nothing measurable.
+    channel-attention conv reads the pooled vector that MAM's normalisation also reads (where
+    the converter shares it). They are 1x1 convolutions with 6 outputs or on a pooled (B, 1, 1, C)
+    vector: float32 costs nothing measurable.
     """
     readers: dict[str, set[str]] = {}
     for node in model.graph.node:
