@@ -13,7 +13,9 @@ Per case ``COUNT:DIM:DTYPE``:
 - exact: latency of one query (``exact_search`` over the memory-mapped rows, full top-10), median
   of ``--repeats``; and per query within one batch of ``--queries`` queries;
 - ann: FAISS IVF-PQ (:mod:`mpanet_tf.index.ann`) preparation time (train + add), latency of one
-  query (median), recall@10 against the exact top-10 over ``--queries`` queries;
+  query (median), recall@10 against the exact top-10 over ``--queries`` queries (for each
+  ``--refine``), and the identity precision@10 of the exact and the ANN results (share of the 10
+  returned rows showing the query's identity: what a re-ID user sees);
 - with ``--rank-metrics``: R1/mAP of the queries' identities over the gallery in float32 and in
   float16 storage (full exact ranking).
 
@@ -87,11 +89,16 @@ def _rank_metrics(queries, query_ids, index, gallery_ids) -> tuple[float, float]
     return float(metrics.cmc[0]), float(metrics.mAP)
 
 
+def _identity_precision(found, query_ids, gallery_ids) -> float:
+    """Share of the returned rows (Q, 10) that show the query's identity."""
+    return float(np.mean(gallery_ids[found] == np.asarray(query_ids)[:, None]))
+
+
 def run_case(workdir: Path, count: int, dim: int, dtype: str, args) -> dict:
     from mpanet_tf.index import index_from_features
     from mpanet_tf.index.exact import exact_search
 
-    ids = max(10, min(10_000, count // 20))
+    ids = max(10, count // args.rows_per_identity)
     rows = SyntheticRows(count, dim, ids, args.sigma)
     entries = [{"path": f"synthetic/{i:07d}.jpg", "person_id": int(p)} for i, p in enumerate(rows.ids)]
     folder = workdir / f"g{count}_{dim}_{dtype}.mpidx"
@@ -107,6 +114,7 @@ def run_case(workdir: Path, count: int, dim: int, dtype: str, args) -> dict:
     start = time.perf_counter()
     exact, _ = exact_search(queries, mapped, top_k=10)
     result["exact_batch_per_query_s"] = (time.perf_counter() - start) / len(queries)
+    result["exact_identity_precision_at_10"] = _identity_precision(exact, query_ids, rows.ids)
     print(json.dumps(result), flush=True)
     if not args.no_ann:
         from mpanet_tf.index.ann import ann_search, prepare_ann
@@ -118,8 +126,17 @@ def run_case(workdir: Path, count: int, dim: int, dtype: str, args) -> dict:
         result["ann_size_bytes"] = (folder / "ann.faiss").stat().st_size
         result["ann_1_query_s"] = _median_time(lambda: ann_search(index, queries[:1], 10, prepared=prepared),
                                                args.repeats)
-        approx, _ = ann_search(index, queries, 10, prepared=prepared)
-        result["ann_recall_at_10"] = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]))
+        settings = [(None, int(r)) for r in args.refine.split(",")]
+        settings += [(int(n), 4) for n in args.nprobe.split(",") if n]
+        for nprobe, refine in settings:
+            approx, _ = ann_search(index, queries, 10, prepared=prepared, refine=refine, nprobe=nprobe)
+            suffix = ("" if refine == 4 else f"_refine{refine}") + (f"_nprobe{nprobe}" if nprobe else "")
+            if nprobe:
+                result[f"ann_1_query_s{suffix}"] = _median_time(
+                    lambda: ann_search(index, queries[:1], 10, prepared=prepared, nprobe=nprobe), args.repeats)
+            result[f"ann_recall_at_10{suffix}"] = float(np.mean([len(set(a) & set(e)) / 10
+                                                                for a, e in zip(approx, exact)]))
+            result[f"ann_identity_precision_at_10{suffix}"] = _identity_precision(approx, query_ids, rows.ids)
         print(json.dumps(result), flush=True)
     if args.rank_metrics:
         result["r1_map"] = {dtype: _rank_metrics(queries, query_ids, index, rows.ids)}
@@ -151,6 +168,14 @@ def main():
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sigma", type=float, default=1.0, help="Noise scale around the identity centres.")
+    parser.add_argument("--rows-per-identity", type=int, default=20,
+                        help="Gallery rows per identity (default 20, as a camera network's gallery).")
+    parser.add_argument("--nprobe", default="",
+                        help="Also measure the ANN at these nprobe values (comma-separated; refine 4), "
+                             "besides the index's default")
+    parser.add_argument("--refine", default="4",
+                        help="ANN candidates per wanted match before the exact re-ranking, comma-separated "
+                             "(default 4, the search default; recall is reported for each)")
     parser.add_argument("--no-ann", action="store_true")
     parser.add_argument("--rank-metrics", action="store_true", help="Also R1/mAP in float32 vs float16.")
     parser.add_argument("--keep", action="store_true")

@@ -100,6 +100,10 @@ def export_command(model_path, fmt, output, version, opset, quantize, calibratio
                    "is embedded; the index must come from the same --model).")
 @click.option("--ann", is_flag=True, help="With --index: approximate FAISS IVF-PQ search (pip install "
                                           "'mpanet-tf[ann]'); default exact.")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None,
+              help="With --ann: inverted-file cells visited per query [default: the index's, about "
+                   "1/8 of its cells, at most 256]; more is slower and nearer the exact ranking "
+                   "(benchmarks/RESULTS.md: recall@10 at 10^6 rows).")
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many matches to print and draw.")
 @click.option("--output", type=click.Path(), default=None,
@@ -109,7 +113,8 @@ def export_command(model_path, fmt, output, version, opset, quantize, calibratio
               help="Gallery images per forward pass.")
 @click.option("--skip-bad-images", is_flag=True,
               help="Leave undecodable gallery files out and report how many (default: stop at the first).")
-def search_command(model_path, query, gallery, index_path, ann, top_k, output, batch_size, skip_bad_images):
+def search_command(model_path, query, gallery, index_path, ann, nprobe, top_k, output, batch_size,
+                   skip_bad_images):
     """Rank every image under GALLERY against the QUERY image.
 
     Distance: Euclidean distance between L2-normalised embeddings, in [0, 2]; smaller is more
@@ -120,12 +125,14 @@ def search_command(model_path, query, gallery, index_path, ann, top_k, output, b
 
     if (gallery is None) == (index_path is None) or (ann and index_path is None):
         raise click.UsageError("pass exactly one of --gallery FOLDER and --index INDEX (--ann needs --index)")
+    if nprobe is not None and not ann:
+        raise click.UsageError("--nprobe only applies with --ann")
     if output:   # checked before the gallery is embedded
         from mpanet_tf.viz.common import check_output
 
         check_output(output)
     if index_path is not None:
-        result = search_index(model_path, query, index_path, top_k=top_k, ann=ann)
+        result = search_index(model_path, query, index_path, top_k=top_k, ann=ann, nprobe=nprobe)
     else:
         result = search(model_path, query, gallery, batch_size=batch_size, skip_bad_images=skip_bad_images)
     if result.skipped:
