@@ -89,11 +89,11 @@ def _train(faiss, index: GalleryIndex, params: dict, seed: int):
     pq = f"PQ{params['m']}x{params['nbits']}"
     if not params["pca"]:
         ann = faiss.index_factory(index.dim, f"IVF{params['nlist']},{pq}")
-        _no_polysemous_training(faiss, ann)
+        _configure_training(faiss, ann)
         ann.train(np.ascontiguousarray(rows[picked], dtype=np.float32))
         return ann
     ann = faiss.index_factory(index.dim, f"PCA{reduced},IVF{params['nlist']},{pq}")
-    _no_polysemous_training(faiss, ann)
+    _configure_training(faiss, ann)
     pca = faiss.downcast_VectorTransform(ann.chain.at(0))
     fit = np.sort(rng.choice(picked, size=min(_PCA_ROWS, len(picked)), replace=False))
     pca.train(np.ascontiguousarray(rows[fit], dtype=np.float32))
@@ -105,12 +105,21 @@ def _train(faiss, index: GalleryIndex, params: dict, seed: int):
     return ann
 
 
-def _no_polysemous_training(faiss, ann) -> None:
-    """Switch off the polysemous code ordering that ``index_factory`` turns on for IVF-PQ: a
-    simulated annealing over the PQ codes that only polysemous filtering (``polysemous_ht``, not
-    used here) benefits from, and 95% of the training time (measured: 20 s of 21 s for 3,000 rows
-    of PQ64x6; 1.2 s without)."""
-    faiss.downcast_index(faiss.extract_index_ivf(ann)).do_polysemous_training = False
+def _configure_training(faiss, ann) -> None:
+    """Training settings of the IVF-PQ inside ``ann``.
+
+    - Polysemous training off: ``index_factory`` turns on, for IVF-PQ, a simulated annealing over
+      the PQ codes that only polysemous filtering (``polysemous_ht``, not used here) benefits
+      from, and 95% of the training time (measured: 20 s of 21 s for 3,000 rows of PQ64x6; 1.2 s
+      without).
+    - No per-k-means warning: FAISS prints one stderr line per k-means (65 for PQ64 + IVF) when
+      there are fewer than 39 rows per centroid, as in a small gallery; :func:`ann_parameters`
+      already sizes the index to the rows there are, and the exact re-ranking fixes the order.
+    """
+    ivfpq = faiss.downcast_index(faiss.extract_index_ivf(ann))
+    ivfpq.do_polysemous_training = False
+    ivfpq.cp.min_points_per_centroid = 1
+    ivfpq.pq.cp.min_points_per_centroid = 1
 
 
 def _set_nprobe(faiss, ann, nprobe: int) -> None:

@@ -140,10 +140,11 @@ def test_float16_storage_changes_r1_and_map_by_little():
         assert abs(scores[np.float16][key] - scores[np.float32][key]) <= 0.5
 
 
-def test_search_ann_nprobe_option(tiny):
+def test_search_ann_nprobe_option(tiny, capfd):
     """``search --ann --nprobe N`` reaches the ANN search (on 7 images every one is a candidate, so
-    the exactly re-ranked list equals the exact search's); ``--nprobe`` without ``--ann`` is a
-    usage error (exit 2)."""
+    the exactly re-ranked list equals the exact search's), and training the FAISS index on so few
+    rows prints no FAISS warning (it printed one line per k-means, 65); ``--nprobe`` without
+    ``--ann`` is a usage error (exit 2)."""
     pytest.importorskip("faiss")
     runner = CliRunner()
     common = ["search", "--model", str(tiny["run"]), "--query", str(tiny["images"][2]), "--index",
@@ -152,5 +153,6 @@ def test_search_ann_nprobe_option(tiny):
     approx = runner.invoke(cli, [*common, "--ann", "--nprobe", "1"])
     assert exact.exit_code == 0 and approx.exit_code == 0, exact.output + approx.output
     assert len(_ranking(approx.output)) == 3 and _ranking(approx.output) == _ranking(exact.output)
+    assert "WARNING clustering" not in capfd.readouterr().err
     refused = runner.invoke(cli, [*common, "--nprobe", "4"])
     assert refused.exit_code == 2 and "--nprobe only applies with --ann" in refused.output
