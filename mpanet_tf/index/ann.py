@@ -66,8 +66,9 @@ def ann_parameters(count: int, dim: int) -> dict:
     return {"pca": pca, "nlist": nlist, "m": m, "nbits": nbits, "nprobe": max(1, min(256, nlist // 8))}
 
 
-def _rows_f32(rows, start: int, stop: int) -> np.ndarray:
-    return np.ascontiguousarray(rows[start:stop], dtype=np.float32)
+def _rows_f32(rows, which) -> np.ndarray:
+    """``rows[which]`` (a slice or sorted row numbers) as a contiguous float32 array."""
+    return np.ascontiguousarray(rows[which], dtype=np.float32)
 
 
 def _train(faiss, index: GalleryIndex, params: dict, seed: int):
@@ -86,20 +87,16 @@ def _train(faiss, index: GalleryIndex, params: dict, seed: int):
     wanted = 39 * max(256, params["nlist"])
     sample_size = min(index.count, wanted, max(1, SAMPLE_BYTES // (4 * reduced)))
     picked = np.sort(rng.choice(index.count, size=sample_size, replace=False))
-    pq = f"PQ{params['m']}x{params['nbits']}"
-    if not params["pca"]:
-        ann = faiss.index_factory(index.dim, f"IVF{params['nlist']},{pq}")
-        _configure_training(faiss, ann)
-        ann.train(np.ascontiguousarray(rows[picked], dtype=np.float32))
-        return ann
-    ann = faiss.index_factory(index.dim, f"PCA{reduced},IVF{params['nlist']},{pq}")
+    ivfpq = f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}"
+    ann = faiss.index_factory(index.dim, f"PCA{reduced},{ivfpq}" if params["pca"] else ivfpq)
     _configure_training(faiss, ann)
+    if not params["pca"]:
+        ann.train(_rows_f32(rows, picked))
+        return ann
     pca = faiss.downcast_VectorTransform(ann.chain.at(0))
-    fit = np.sort(rng.choice(picked, size=min(_PCA_ROWS, len(picked)), replace=False))
-    pca.train(np.ascontiguousarray(rows[fit], dtype=np.float32))
+    pca.train(_rows_f32(rows, np.sort(rng.choice(picked, size=min(_PCA_ROWS, len(picked)), replace=False))))
     step = max(1, SAMPLE_BYTES // 8 // (4 * index.dim))
-    sample = np.concatenate([pca.apply(np.ascontiguousarray(rows[picked[i:i + step]], dtype=np.float32))
-                             for i in range(0, len(picked), step)])
+    sample = np.concatenate([pca.apply(_rows_f32(rows, picked[i:i + step])) for i in range(0, len(picked), step)])
     faiss.downcast_index(ann.index).train(sample)
     ann.is_trained = True
     return ann
@@ -153,7 +150,7 @@ def prepare_ann(index: GalleryIndex, params: dict | None = None, seed: int = 0):
         if settings["rows"] < index.count:
             rows = index.embeddings()
             for start in range(settings["rows"], index.count, _ADD_ROWS):
-                ann.add(_rows_f32(rows, start, min(index.count, start + _ADD_ROWS)))
+                ann.add(_rows_f32(rows, slice(start, start + _ADD_ROWS)))
             settings["rows"] = index.count
             temp = index.path / f".{ANN_FILE}.{os.getpid()}.tmp"
             faiss.write_index(ann, os.fspath(temp))
