@@ -9,6 +9,7 @@ import click
 
 from mpanet_tf.cli.datasets import DatasetChoice, synthesizable_names
 from mpanet_tf.errors import ConfigError, DatasetError
+from mpanet_tf.io.output_checks import check_output_folder
 
 
 def _echo_table(info: dict) -> None:
@@ -89,8 +90,6 @@ def synth(layout, out, ids, images_per_camera, seed, size, force):
     """
     from mpanet_tf.config import parse_image_size
     from mpanet_tf.data.registry import get_dataset
-
-    from mpanet_tf.run_folder import check_output_folder
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; choose another folder")

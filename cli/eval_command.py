@@ -12,6 +12,8 @@ import sys
 import click
 
 from mpanet_tf.cli.datasets import DatasetChoice, ProtocolOptionsCommand
+from mpanet_tf.io.atomic import atomic_write_json
+from mpanet_tf.io.output_checks import check_output_file
 
 
 @click.command("eval", cls=ProtocolOptionsCommand, after="save_features")
@@ -44,7 +46,6 @@ def eval_command(**params):
     from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.eval.artifacts import EvalOptions, evaluate_artifacts
     from mpanet_tf.eval.report import format_table
-    from mpanet_tf.run_folder import atomic_write_json
 
     protocol = get_dataset(params["dataset"]).get_protocol()
     options = EvalOptions(
@@ -52,7 +53,6 @@ def eval_command(**params):
         rerank=params["rerank"], all_settings=params["all_settings"], batch_size=params["batch_size"],
         skip_bad_images=params["skip_bad_images"], progress=not params["quiet"],
     )
-    from mpanet_tf.run_folder import check_output_file
 
     for option in ("output", "save_features"):
         if params[option]:   # checked before any feature is extracted: nothing is lost at the end

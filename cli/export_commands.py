@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mpanet_tf.io.output_checks import check_output_folder
+
 
 class RuntimeChoice(click.Choice):
     """A click choice among registered runtimes (:mod:`mpanet_tf.runtimes`), read when the
@@ -74,7 +76,6 @@ def export_command(model_path, fmt, output, version, opset, quantize, calibratio
     """
     from mpanet_tf.errors import ExportError
     from mpanet_tf.export import export_model
-    from mpanet_tf.run_folder import check_output_folder
 
     check_output_folder(output, "--output")
     if (calibration is not None or calibration_images is not None) and quantize is None:

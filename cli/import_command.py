@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.io.output_checks import check_output_folder
 
 
 @click.command("import-torch")
@@ -31,7 +32,7 @@ def import_torch(checkpoint, output, dataset, image_size, force):
     from mpanet_tf import run_folder
     from mpanet_tf.interop.import_mpanet import import_mpanet_checkpoint
 
-    run_folder.check_output_folder(output, "--output")
+    check_output_folder(output, "--output")
     path = import_mpanet_checkpoint(checkpoint, output, dataset=dataset, force=force,
                                     image_size=image_size)
     meta = run_folder.read_json(path / run_folder.RUN_FILE)

@@ -19,6 +19,7 @@ from click.core import ParameterSource
 from mpanet_tf.cli.datasets import DatasetChoice
 from mpanet_tf.config import ABLATIONS, MIXED_PRECISIONS, cli_fields, default_help, preset_values, show_value
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.io.output_checks import check_output_folder
 
 
 def _option_name(declaration: str) -> str:
@@ -172,7 +173,6 @@ def train_command(ctx, **params):
     if params["verbose"] and params["quiet"]:
         raise ConfigError("--verbose and --quiet exclude each other; pass one")
     config = resolve_config(ctx, params)
-    from mpanet_tf.run_folder import check_output_folder
 
     check_output_folder(params["output"], "--output")
 

@@ -23,7 +23,7 @@ The SavedModel's ``serving_default`` resizes with :func:`mpanet_tf.data.images.r
 :func:`mpanet_tf.data.images.decode_image_tensor` first.
 
 Every export is written into a staging folder next to its target and renamed into place at the
-end (:func:`mpanet_tf.run_folder.staging_folder`); any failure removes the staging folder, so no
+end (:func:`mpanet_tf.io.staging.staging_folder`); any failure removes the staging folder, so no
 partial export is ever left behind, and the next export removes those of a killed one.
 """
 
@@ -35,8 +35,9 @@ import os
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from mpanet_tf import run_folder
 from mpanet_tf.errors import ExportError
+from mpanet_tf.io import locks
+from mpanet_tf.io.staging import replace_folder, staging_folder
 
 EXPORT_INFO = "mpanet_export.json"
 
@@ -91,14 +92,14 @@ def staged_folder(target: Path, created: list):
         missing.append(folder)
     parent.mkdir(parents=True, exist_ok=True)
     created.extend(missing)
-    with run_folder.staging_folder(target) as staging:
+    with staging_folder(target) as staging:
         yield staging
 
 
 def _commit(staging: Path, target: Path) -> None:
     """Move ``staging`` to ``target``; an existing ``target`` (``--force``) is replaced, and
     restored when the move fails."""
-    run_folder.replace_folder(staging, target)
+    replace_folder(staging, target)
 
 
 def _check_targets(targets: dict, force: bool) -> None:
@@ -111,7 +112,7 @@ def _check_targets(targets: dict, force: bool) -> None:
                               "choose another --output")
 
 
-@run_folder.holding_lock("export folder", argument="output")
+@locks.holding_lock("export folder", argument="output")
 def export_model(model, output, formats=("savedmodel",), version: int = 1, force: bool = False,
                  opset: int | None = None, source=None, calibration=None,
                  calibration_images: int | None = None) -> dict[str, Path]:

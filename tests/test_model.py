@@ -147,12 +147,13 @@ def test_run_folder_loads_the_newest_weights(tmp_path):
     import os
 
     from mpanet_tf import run_folder
+    from mpanet_tf.io import atomic
     from mpanet_tf.training.checkpoints import CheckpointManager
 
     config = small_config()
     first, second = build_model(config, num_classes=3), build_model(config, num_classes=3)
-    run_folder.atomic_write_json(tmp_path / run_folder.CONFIG_FILE, config.to_dict())
-    run_folder.atomic_write_json(tmp_path / run_folder.RUN_FILE, {"num_classes": 3})
+    atomic.atomic_write_json(tmp_path / run_folder.CONFIG_FILE, config.to_dict())
+    atomic.atomic_write_json(tmp_path / run_folder.RUN_FILE, {"num_classes": 3})
     images = batch(7)[0][:2]
     first.save(tmp_path / run_folder.FINAL_MODEL)
     state = CheckpointManager(tmp_path).save(second, {"epoch": 1, "step_in_epoch": 0, "global_step": 1,

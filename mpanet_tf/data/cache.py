@@ -16,7 +16,7 @@ Layout of ``cache_dir``::
                   "bad": [relpath, ...]}
 
 The folder is written under a temporary name next to ``cache_dir`` and renamed into place, so a
-crash never leaves a half-written cache behind (:func:`mpanet_tf.run_folder.staging_folder`; the
+crash never leaves a half-written cache behind (:func:`mpanet_tf.io.staging.staging_folder`; the
 next ``prepare`` removes what a killed one left), and ``cache_dir`` is locked meanwhile, so two
 ``prepare`` runs never write one cache. Opening checks each source file's size and
 modification time against the index and refuses a stale cache in one line.
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf import run_folder
 from mpanet_tf.errors import BadImageError, DatasetError
+from mpanet_tf.io import locks, staging
 
 INDEX_VERSION = 1
 
@@ -132,8 +132,8 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
             raise BadImageError(path, error.strerror or "cannot stat") from None
 
     cache_dir = Path(cache_dir)
-    with run_folder.folder_lock(cache_dir, "image cache"), \
-            run_folder.staging_folder(cache_dir) as temp:
+    with locks.folder_lock(cache_dir, "image cache"), \
+            staging.staging_folder(cache_dir) as temp:
         images = np.lib.format.open_memmap(temp / "images.npy", mode="w+", dtype=np.uint8,
                                            shape=(len(paths), size[0], size[1], 3))
         good = np.ones(len(paths), bool)
@@ -168,7 +168,7 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
             "bad": [rel for i, rel in enumerate(relpaths) if not good[i]],
         }
         (temp / "index.json").write_text(json.dumps(index), encoding="utf-8")
-        run_folder.replace_folder(temp, cache_dir)
+        staging.replace_folder(temp, cache_dir)
     return cache_dir
 
 

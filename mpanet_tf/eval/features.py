@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from mpanet_tf.errors import BadImageError, DatasetError
+from mpanet_tf.io.atomic import atomic_open
 
 FEATURE_KEYS = ("query_features", "query_ids", "query_cams", "query_paths",
                 "gallery_features", "gallery_ids", "gallery_cams", "gallery_paths")
@@ -112,20 +113,11 @@ def save_features(path, features: FeatureSet) -> None:
     problem = features.problem()
     if problem:
         raise ValueError(f"refusing to save an inconsistent feature set: {problem}")
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # Written under a temporary name and renamed: a failure never leaves half a file at ``path``.
-    temp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        with open(temp, "wb") as handle:  # an open handle keeps numpy from appending ".npz"
-            np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)
-                                if getattr(features, f.name) is not None})
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    # Written atomically: a failure never leaves half a file at ``path``; an open handle keeps
+    # numpy from appending ".npz".
+    with atomic_open(os.path.abspath(path), "wb") as handle:
+        np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)
+                            if getattr(features, f.name) is not None})
 
 
 #: Compression ratio above which a member of a feature file is treated as a zip bomb (float

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +33,8 @@ from mpanet_tf.index.format import (
     GalleryIndexError,
 )
 from mpanet_tf.index.sources import resolve_entries
-from mpanet_tf.run_folder import atomic_write_json
+from mpanet_tf.io.atomic import atomic_write_json
+from mpanet_tf.io.staging import staging_folder
 
 
 def _now() -> str:
@@ -60,12 +59,10 @@ def write_lock(folder: Path):
 
 
 def _create(output: Path, fingerprint: str, embedder, dtype: str, batch_size: int) -> None:
-    """Create an empty index at ``output`` (written in a temporary sibling folder, then renamed)."""
+    """Create an empty index at ``output`` (written in a staging folder beside it, then renamed)."""
     from mpanet_tf import __version__
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
-    try:
+    with staging_folder(output) as temp:
         (temp / EMBEDDINGS_FILE).touch()
         (temp / ENTRIES_FILE).touch()
         size = list(embedder.image_size) if getattr(embedder, "image_size", None) else None
@@ -79,10 +76,7 @@ def _create(output: Path, fingerprint: str, embedder, dtype: str, batch_size: in
                           "distance": "euclidean", "batch_size": int(batch_size), "mpanet_tf_version": __version__},
             "sources": [], "skipped": [], "pending": None, "created": _now(), "updated": _now(),
         })
-        os.rename(temp, output)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        os.rename(temp, output)  # not replace_folder: an index another process just created is kept
 
 
 class _Appender:

@@ -25,6 +25,7 @@ from pathlib import Path
 from mpanet_tf import run_folder
 from mpanet_tf.config import MPANetConfig
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.io import locks
 
 #: (section, field) pairs that may change when a run is resumed.
 RESUMABLE_FIELDS = frozenset({
@@ -41,8 +42,8 @@ POLICIES = {"": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def is_empty_folder(path: Path) -> bool:
-    """Absent, or a folder holding nothing but the lock file (:data:`run_folder.LOCK_FILE`)."""
-    return not path.exists() or (path.is_dir() and not any(p.name != run_folder.LOCK_FILE for p in path.iterdir()))
+    """Absent, or a folder holding nothing but the lock file (:data:`locks.LOCK_FILE`)."""
+    return not path.exists() or (path.is_dir() and not any(p.name != locks.LOCK_FILE for p in path.iterdir()))
 
 
 def check_output(output: Path, *, resume: bool, force: bool) -> MPANetConfig | None:
@@ -74,7 +75,7 @@ def clear_run_folder(output: Path) -> None:
     if not output.is_dir():
         return
     for entry in output.iterdir():
-        if (entry.name in RUN_ENTRIES or entry.name.startswith(".")) and entry.name != run_folder.LOCK_FILE:
+        if (entry.name in RUN_ENTRIES or entry.name.startswith(".")) and entry.name != locks.LOCK_FILE:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 

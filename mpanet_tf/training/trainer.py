@@ -37,6 +37,7 @@ import keras
 from mpanet_tf import run_folder
 from mpanet_tf.config import MPANetConfig
 from mpanet_tf.errors import ConfigError, TrainingError
+from mpanet_tf.io import atomic, locks
 from mpanet_tf.training import setup
 from mpanet_tf.training.checkpoints import CheckpointManager
 from mpanet_tf.training.history import TensorBoardLog, epoch_line, make_entry, write_history
@@ -90,7 +91,7 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
 
 
 # ---------------------------------------------------------------------------- train
-@run_folder.holding_lock("run folder", when=is_chief_task)  # the whole run holds the folder's lock
+@locks.holding_lock("run folder", when=is_chief_task)  # the whole run holds the folder's lock
 def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool = False, verbose: int = 1,
           final_eval: bool | None = True, callbacks=(), log=None, detail_log=None) -> TrainResult:
     """Train MPANet into the run folder ``output_dir``.
@@ -225,8 +226,8 @@ class TrainingRun:
         run_file = self.folder / run_folder.RUN_FILE
         if self._state is not None and run_file.is_file():
             self.meta["started_at"] = run_folder.read_json(run_file).get("started_at")
-        run_folder.atomic_write_json(self.folder / run_folder.CONFIG_FILE, self.config.to_dict())
-        run_folder.atomic_write_json(run_file, self.meta)
+        atomic.atomic_write_json(self.folder / run_folder.CONFIG_FILE, self.config.to_dict())
+        atomic.atomic_write_json(run_file, self.meta)
         self.options.log(f"{self.model.summary_line()}; {self.data.num_classes} classes; {describe(self.strategy)}")
         if self._state is not None:
             p = self.progress
@@ -236,7 +237,7 @@ class TrainingRun:
     def write_status(self, status: str, **fields) -> None:
         """Update ``run.json``: ``status``, the global step and ``fields``."""
         self.meta.update(status=status, global_step=self.progress.global_step, **fields)
-        run_folder.atomic_write_json(self.folder / run_folder.RUN_FILE, self.meta)
+        atomic.atomic_write_json(self.folder / run_folder.RUN_FILE, self.meta)
 
     def save_checkpoint(self) -> Path:
         """Checkpoint the model and the position, with the running sums of an unfinished epoch."""
@@ -249,7 +250,7 @@ class TrainingRun:
     def finish(self, evaluation) -> Path:
         """Save the final ``model.keras`` and mark the run finished; returns the model's path."""
         final = self.folder / run_folder.FINAL_MODEL
-        run_folder.atomic_save_model(self.model, final)
+        atomic.atomic_save_model(self.model, final)
         self.write_status("finished", epochs_completed=len(self.progress.history),
                           finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                           evaluation=None if evaluation is None else evaluation["results"])

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from mpanet_tf.errors import ConfigError, MPANetError
+from mpanet_tf.io.atomic import atomic_write_bytes
+from mpanet_tf.io.output_checks import check_output_file
 
 #: Pixels per matplotlib inch for every figure of this package.
 DPI = 100
@@ -80,7 +82,6 @@ def check_output(path) -> Path:
         raise ConfigError(f"output {path} must end in .png (the pictures are PNG files); pass --output NAME.png")
     if path.is_dir():
         raise ConfigError(f"output {path} is a folder; pass a file name ending in .png")
-    from mpanet_tf.run_folder import check_output_file
 
     check_output_file(path, "--output")
     try:
@@ -116,8 +117,6 @@ def save_png(figure, path, width: int, height: int) -> Path:
     half a picture. Returns the path.
     """
     from PIL import Image
-
-    from mpanet_tf.run_folder import atomic_write_bytes
 
     path = check_output(path)
     pixels = render(figure)
