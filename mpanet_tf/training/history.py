@@ -58,7 +58,7 @@ class TensorBoardLog:
     """Per-epoch scalars in ``<run>/tensorboard`` (``tf.summary``)."""
 
     def __init__(self, run_dir):
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow; read_history (the curves picture) needs none
 
         self._tf = tf
         self.writer = tf.summary.create_file_writer(str(Path(run_dir) / run_folder.TENSORBOARD_DIR))
