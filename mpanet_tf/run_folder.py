@@ -43,7 +43,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpanet_tf.errors import ConfigError
+from mpanet_tf.errors import CheckpointError, ConfigError
 
 try:
     import fcntl
@@ -146,8 +146,6 @@ def _nearest_existing(path: Path) -> Path:
 def _probe_writable(folder: Path, option: str, target: Path) -> None:
     """Create and remove one temporary file in ``folder``: the only test that also catches
     read-only file systems and pseudo file systems such as /proc (``os.access`` does not)."""
-    from mpanet_tf.errors import ConfigError
-
     if not folder.is_dir():
         raise ConfigError(f"{option} {target}: {folder} is not a folder; choose another {option}")
     try:
@@ -166,8 +164,6 @@ def check_output_file(path, option: str = "--output") -> Path:
         ConfigError: ``path`` is a folder, a folder on the way is a file, or nothing can be
             written there (permissions, read-only or pseudo file system).
     """
-    from mpanet_tf.errors import ConfigError
-
     path = Path(os.path.expanduser(os.fspath(path)))
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; pass a file name")
@@ -182,8 +178,6 @@ def check_output_folder(path, option: str = "--output") -> Path:
     Raises:
         ConfigError: ``path`` is a file, or nothing can be written where it would be.
     """
-    from mpanet_tf.errors import ConfigError
-
     path = Path(os.path.expanduser(os.fspath(path)))
     if os.path.lexists(path) and not path.is_dir():
         raise ConfigError(f"{option} {path} is a file, not a folder; pass a folder")
@@ -434,8 +428,6 @@ def locate_model(path) -> ModelFiles:
     Raises:
         CheckpointError: nothing loadable at ``path``.
     """
-    from mpanet_tf.errors import CheckpointError
-
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
         return ModelFiles(keras_file=path)

@@ -14,6 +14,10 @@ resolve first and fail before it writes anything to the run folder.
 from __future__ import annotations
 
 from pathlib import Path
+from mpanet_tf.interop.convert import apply_state_dict, resnet_torch_mapping
+
+from mpanet_tf.interop.imagenet import resolve_backbone_weights
+from mpanet_tf.interop.torch_state import load_state_dict
 
 
 def resolve_backbone(spec: str, *, progress: bool = True) -> tuple[Path | None, str | None]:
@@ -23,8 +27,6 @@ def resolve_backbone(spec: str, *, progress: bool = True) -> tuple[Path | None, 
         WeightsUnavailableError: ImageNet weights neither cached nor downloadable (one line).
         CheckpointError: ``spec`` is a path that does not exist.
     """
-    from mpanet_tf.interop.imagenet import resolve_backbone_weights
-
     return resolve_backbone_weights(str(spec), progress=progress)
 
 
@@ -48,9 +50,6 @@ def initialize_backbone(model, spec: str, *, resolved=None, progress: bool = Tru
         CheckpointError: the file does not match the ResNet-50 (missing, unexpected or misshapen
             keys; one line listing the first few).
     """
-    from mpanet_tf.interop.convert import apply_state_dict, resnet_torch_mapping
-    from mpanet_tf.interop.torch_state import load_state_dict
-
     path, digest = resolved if resolved is not None else resolve_backbone(spec, progress=progress)
     info = {"spec": str(spec), "path": None if path is None else str(path), "sha256": digest,
             "loaded": 0, "ignored": []}

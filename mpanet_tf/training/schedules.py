@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import keras
 
+from mpanet_tf.model import ema_rate_for_epoch as rate
+
 
 def learning_rate_for_epoch(epoch: int, base_lr: float, milestones=(80, 120), gamma: float = 0.1) -> float:
     """The learning rate of 1-based ``epoch`` under MultiStepLR stepped at every epoch end."""
@@ -25,8 +27,6 @@ def learning_rate_for_epoch(epoch: int, base_lr: float, milestones=(80, 120), ga
 
 def ema_rate_for_epoch(epoch: int, update_rate: float = 0.2, decay_epoch: int = 100) -> float:
     """The mean-classifier EMA rate of 1-based ``epoch`` (see :func:`mpanet_tf.model.ema_rate_for_epoch`)."""
-    from mpanet_tf.model import ema_rate_for_epoch as rate
-
     return rate(epoch, update_rate, decay_epoch)
 
 

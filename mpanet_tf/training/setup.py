@@ -22,9 +22,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpanet_tf import run_folder
+from mpanet_tf import __version__, run_folder
 from mpanet_tf.config import MPANetConfig
+from mpanet_tf.data.bad_images import find_bad_images
+from mpanet_tf.data.cache import open_cache
+from mpanet_tf.data.registry import get_dataset, load_dataset
+from mpanet_tf.data.sampler import IdentityPairSampler
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.model import build_model
+from mpanet_tf.training.keras_workarounds import prepare_for_fit
+from mpanet_tf.training.strategy import check_replica_layout, describe
 
 #: (section, field) pairs that may change when a run is resumed.
 RESUMABLE_FIELDS = frozenset({
@@ -144,17 +151,11 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log) -> Training
     Raises:
         DatasetError, ConfigError, CacheError: the dataset, the batch layout or the cache.
     """
-    from mpanet_tf.data.registry import load_dataset
-    from mpanet_tf.data.sampler import IdentityPairSampler
-    from mpanet_tf.training.strategy import check_replica_layout
-
     data = config.data
     check_replica_layout(data.batch_ids, data.images_per_id, num_replicas)
     dataset = load_dataset(data.dataset, data.data_root or ".", data.trial)
     records = dataset.train_records()
     if data.skip_bad_images:
-        from mpanet_tf.data.bad_images import find_bad_images
-
         bad = set(find_bad_images(records, progress=False))
         if bad:
             log(f"skipping {len(bad)} undecodable training images (first: {sorted(bad)[0]})")
@@ -163,8 +164,6 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log) -> Training
                                                num_replicas=num_replicas)
     cache = None
     if data.cache:
-        from mpanet_tf.data.cache import open_cache
-
         cache = open_cache(data.cache, records, (config.model.image_height, config.model.image_width))
     return TrainingData(dataset, records, sampler, cache)
 
@@ -173,9 +172,6 @@ def build_training_model(config: MPANetConfig, num_classes: int, strategy):
     """MPANet compiled with :func:`make_optimizer`, model and optimizer built inside
     ``strategy.scope()`` (the dtype policy must already be set), ready for ``fit`` under
     ``strategy`` (:func:`~mpanet_tf.training.keras_workarounds.prepare_for_fit`)."""
-    from mpanet_tf.model import build_model
-    from mpanet_tf.training.keras_workarounds import prepare_for_fit
-
     with strategy.scope():
         model = build_model(config, num_classes)
         model.compile(optimizer=make_optimizer(config), jit_compile=bool(config.train.jit))
@@ -188,10 +184,6 @@ def run_meta(config, data: TrainingData, init, strategy, status) -> dict:
     """The ``run.json`` of a run (facts: dataset, classes, backbone init and its SHA-256, status)."""
     import keras
     import tensorflow as tf
-
-    from mpanet_tf import __version__
-    from mpanet_tf.data.registry import get_dataset
-    from mpanet_tf.training.strategy import describe
 
     has_splits = bool(get_dataset(config.data.dataset).splits)
     return {"status": status, "dataset": config.data.dataset, "data_root": str(getattr(data.dataset, "root", "")),

@@ -36,13 +36,18 @@ import keras
 
 from mpanet_tf import run_folder
 from mpanet_tf.config import MPANetConfig
+from mpanet_tf.data.bad_images import locate_bad_image
+from mpanet_tf.data.pipeline import build_train_dataset, DECODE_ERRORS
 from mpanet_tf.errors import ConfigError, TrainingError
+from mpanet_tf.inference import embedding_function
 from mpanet_tf.training import setup
 from mpanet_tf.training.checkpoints import CheckpointManager
 from mpanet_tf.training.history import TensorBoardLog, epoch_line, make_entry, write_history
+from mpanet_tf.training.keras_workarounds import in_multi_worker_mode
+from mpanet_tf.training.live_eval import evaluate_live_model
 from mpanet_tf.training.progress import InterruptFlag, RunProgress, StepMonitor
 from mpanet_tf.training.schedules import EpochSchedule
-from mpanet_tf.training.strategy import is_chief_task
+from mpanet_tf.training.strategy import describe, is_chief, is_chief_task, make_strategy
 
 
 class TrainingInterrupted(Exception):
@@ -165,8 +170,6 @@ class TrainingRun:
     """
 
     def __init__(self, config: MPANetConfig, output: Path, options: TrainOptions):
-        from mpanet_tf.training.strategy import is_chief, make_strategy
-
         self.config, self.output, self.options = config, output, options
         self.strategy = make_strategy(config.train.strategy)
         self.chief = is_chief(self.strategy)
@@ -212,8 +215,6 @@ class TrainingRun:
     # ------------------------------------------------------------------ the run folder
     def open_folder(self, force: bool) -> None:
         """Clear the folder (``force``), drop incomplete checkpoints, write ``config.json`` and ``run.json``."""
-        from mpanet_tf.training.strategy import describe
-
         self.folder = self.output if self.chief else Path(tempfile.mkdtemp(prefix="mpanet-worker-"))
         if self.chief and force:
             setup.clear_run_folder(self.output)
@@ -309,9 +310,6 @@ class TrainingRun:
     def _fit(self, epoch: int, first_step: int, iterations: int) -> None:
         """One ``fit`` over the steps ``first_step ..`` of ``epoch``; a decode error names the
         image, a non-finite loss or Ctrl-C stops the run."""
-        from mpanet_tf.data.bad_images import locate_bad_image
-        from mpanet_tf.data.pipeline import DECODE_ERRORS
-
         steps = iterations - first_step
         callbacks = [self.schedule, self.monitor, *self.options.callbacks]
         if self.options.verbose:
@@ -340,9 +338,6 @@ class TrainingRun:
     def _epoch_data(self, epoch: int, first_step: int, steps: int):
         """The batches ``first_step ..`` of 1-based ``epoch`` (global batches, or per-worker slices
         through ``distribute_datasets_from_function`` under multi-worker)."""
-        from mpanet_tf.data.pipeline import build_train_dataset
-        from mpanet_tf.training.keras_workarounds import in_multi_worker_mode
-
         data = self.data
 
         def make(input_context=None):
@@ -356,9 +351,6 @@ class TrainingRun:
     def _evaluate_if_due(self, entry: dict):
         """Evaluate after the epoch of ``entry`` when due (``eval_every``, the final evaluation; the
         chief only), adding the summary to ``entry``; returns the result or None."""
-        from mpanet_tf.inference import embedding_function
-        from mpanet_tf.training.live_eval import evaluate_live_model
-
         train_cfg, epoch = self.config.train, entry["epoch"]
         final = self.options.final_eval and epoch == train_cfg.epochs
         due = final or (train_cfg.eval_every and epoch % train_cfg.eval_every == 0)
