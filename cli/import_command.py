@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mpanet_tf import run_folder
 from mpanet_tf.cli.datasets import DatasetChoice
 from mpanet_tf.io.output_checks import check_output_folder
 
@@ -29,8 +30,7 @@ def import_torch(checkpoint, output, dataset, image_size, force):
     num_classes comes from classifier.weight. The run folder then works with `eval`, `export`
     and `train --resume`.
     """
-    from mpanet_tf import run_folder
-    from mpanet_tf.interop.import_mpanet import import_mpanet_checkpoint
+    from mpanet_tf.interop.import_mpanet import import_mpanet_checkpoint  # deferred: TensorFlow; --help stays fast
 
     check_output_folder(output, "--output")
     path = import_mpanet_checkpoint(checkpoint, output, dataset=dataset, force=force,

@@ -6,6 +6,8 @@ import click
 
 from mpanet_tf.cli.datasets import DatasetChoice
 from mpanet_tf.config import parse_image_size
+from mpanet_tf.data.cache import default_cache_dir, prepare_cache
+from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.io.output_checks import check_output_folder
 
 
@@ -32,9 +34,6 @@ def prepare(dataset, data_root, trial, image_size, cache_dir, skip_bad_images, n
     source files changed is refused; rerun this command.
     """
     import json
-
-    from mpanet_tf.data.cache import default_cache_dir, prepare_cache
-    from mpanet_tf.data.registry import get_dataset
 
     spec = get_dataset(dataset)
     size = parse_image_size(image_size) if image_size else spec.image_size

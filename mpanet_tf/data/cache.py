@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf.data.images import decode_error_reason, decode_image_tensor, resize_image_tensor
+from mpanet_tf.data.records import file_name_bytes
 from mpanet_tf.errors import BadImageError, DatasetError
 from mpanet_tf.io import locks, staging
 
@@ -84,9 +86,6 @@ def _decode_dataset(paths, size):
     """tf.data of uint8 (H, W, 3) images, in the order of ``paths``, decoded in parallel."""
     import tensorflow as tf
 
-    from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
-    from mpanet_tf.data.records import file_name_bytes
-
     def load(path):
         image = resize_image_tensor(decode_image_tensor(tf.io.read_file(path)), size)
         return tf.cast(tf.round(image), tf.uint8)
@@ -114,8 +113,6 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
     """
     import tensorflow as tf
     from tqdm import tqdm
-
-    from mpanet_tf.data.images import decode_error_reason
 
     decode_errors = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)
     size = (int(size[0]), int(size[1]))

@@ -24,6 +24,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from mpanet_tf.data.bad_images import image_error
+from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
+from mpanet_tf.data.records import file_name_bytes
 from mpanet_tf.errors import BadImageError, DatasetError
 from mpanet_tf.io.atomic import atomic_open
 
@@ -211,9 +214,6 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
     """tf.data: (index, path) -> (index, image or bytes, shape), bad files dropped, batched."""
     import tensorflow as tf
 
-    from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
-    from mpanet_tf.data.records import file_name_bytes
-
     if not wants_bytes and image_size is None:
         raise ValueError("extract_features needs image_size (H, W) for an embedder that takes images")
     size = tuple(int(s) for s in image_size) if image_size is not None else None
@@ -233,8 +233,6 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
 
 def _bad_image(path: str) -> BadImageError:
     """The error for a file the pipeline dropped, with the decoder's reason when it has one."""
-    from mpanet_tf.data.bad_images import image_error
-
     return image_error(path) or BadImageError(path, "failed in the input pipeline")
 
 

@@ -37,6 +37,10 @@ from mpanet_tf.interop.mpanet_keys import check_frozen_bn_neck_bias, mpanet_torc
 from mpanet_tf.interop.torch_state import load_state_dict
 from mpanet_tf.io import atomic, locks
 from mpanet_tf.io.staging import replace_folder, staging_folder
+from mpanet_tf.model import build_model
+from mpanet_tf.training.checkpoints import CheckpointManager
+from mpanet_tf.training.progress import RunProgress
+from mpanet_tf.training.setup import make_optimizer
 
 #: Keys of the authors' checkpoint with no Keras variable: BN batch counters and the zero bias.
 IGNORED_KEYS = (r"num_batches_tracked$", r"^bn_neck\.bias$")
@@ -104,10 +108,6 @@ def _resolve_config(dataset: str, image_size) -> MPANetConfig:
 def _write_start_checkpoint(model, config: MPANetConfig, run_dir: Path) -> None:
     """A step-0 training checkpoint in the trainer's format, so ``train --resume`` fine-tunes the
     imported weights from epoch 1 with a fresh Adam (the optimizer the trainer builds)."""
-    from mpanet_tf.training.checkpoints import CheckpointManager
-    from mpanet_tf.training.progress import RunProgress
-    from mpanet_tf.training.setup import make_optimizer
-
     model.compile(optimizer=make_optimizer(config), jit_compile=bool(config.train.jit))
     model.optimizer.build(model.trainable_variables)
     CheckpointManager(run_dir).save(model, RunProgress().state())
@@ -145,8 +145,6 @@ def import_mpanet_checkpoint(checkpoint, output_dir, dataset: str = "sysu", forc
 
 def _import(checkpoint: Path, output: Path, config: MPANetConfig) -> Path:
     """The import itself, under the output folder's lock."""
-    from mpanet_tf.model import build_model
-
     state, num_classes = read_authors_state(checkpoint)
     digest = sha256_of(checkpoint)
     config.model.backbone_weights = str(checkpoint)

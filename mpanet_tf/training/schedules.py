@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 
 
+
 def learning_rate_for_epoch(epoch: int, base_lr: float, milestones=(80, 120), gamma: float = 0.1) -> float:
     """The learning rate of 1-based ``epoch`` under MultiStepLR stepped at every epoch end."""
     passed = sum(1 for milestone in milestones if int(milestone) < int(epoch))

@@ -205,7 +205,6 @@ def test_the_next_import_removes_a_killed_imports_staging(tmp_path, monkeypatch)
     (here made to fail while saving the model: nothing of it stays either)."""
     import types
 
-    import mpanet_tf.model
     from mpanet_tf.interop import import_mpanet
 
     class Unsaveable:
@@ -221,7 +220,7 @@ def test_the_next_import_removes_a_killed_imports_staging(tmp_path, monkeypatch)
     live.mkdir()
     monkeypatch.setattr(import_mpanet, "read_authors_state", lambda path: ({}, 3))
     monkeypatch.setattr(import_mpanet, "sha256_of", lambda path: "0" * 64)
-    monkeypatch.setattr(mpanet_tf.model, "build_model", lambda config, n: Unsaveable())
+    monkeypatch.setattr(import_mpanet, "build_model", lambda config, n: Unsaveable())
     monkeypatch.setattr(import_mpanet, "mpanet_torch_mapping", lambda model: {})
     monkeypatch.setattr(import_mpanet, "apply_state_dict", lambda *a, **k: types.SimpleNamespace(
         complete=True, loaded=[], ignored=[]))
