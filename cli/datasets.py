@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import click
 
+from mpanet_tf.cli.declared_options import DeclaredOptionsCommand
+from mpanet_tf.cli_option import merge_options
 from mpanet_tf.data.registry import dataset_names, get_dataset, registry_version
 
 
@@ -33,50 +35,17 @@ def synthesizable_names() -> tuple[str, ...]:
     return tuple(name for name in dataset_names() if get_dataset(name).synthesize is not None)
 
 
-def protocol_options() -> list[click.Option]:
-    """One ``click.Option`` per :class:`~mpanet_tf.eval.protocol.CliOption` of every registered
-    protocol, in registration order; an option declared by several protocols appears once."""
-    declared: dict[str, tuple] = {}
-    for name in dataset_names():
-        for option in get_dataset(name).get_protocol().cli_options:
-            if option.dest in declared and declared[option.dest][0] != option:
-                raise RuntimeError(f"the {name} and {declared[option.dest][1]} protocols declare different "
-                                   f"options named {option.dest!r}; rename one")
-            declared.setdefault(option.dest, (option, name))
-    return [_click_option(option) for option, _ in declared.values()]
+def protocol_options() -> list:
+    """The :class:`~mpanet_tf.cli_option.CliOption` objects of every registered protocol, in
+    registration order; an option declared by several protocols appears once."""
+    return merge_options(((name, get_dataset(name).get_protocol().cli_options) for name in dataset_names()),
+                         "protocols")
 
 
-def _click_option(option) -> click.Option:
-    kwargs = {"default": option.default, "help": option.help, "show_default": option.show_default}
-    if option.choices is not None:
-        kwargs["type"] = click.Choice(list(option.choices))
-    elif option.type is not None:
-        kwargs["type"] = option.type
-    if option.parse is not None:
-        parse = option.parse
-        kwargs["callback"] = lambda ctx, param, value: value if value is None else parse(value)
-    return click.Option([*option.flags, option.dest], **kwargs)
-
-
-class ProtocolOptionsCommand(click.Command):
+class ProtocolOptionsCommand(DeclaredOptionsCommand):
     """A command whose options are its own plus every registered protocol's (``mpanet-tf eval``),
-    inserted after the option named ``after``; :attr:`params` is rebuilt when the registry changes."""
+    inserted after the option named ``after``; rebuilt when the dataset registry changes."""
 
     def __init__(self, *args, after: str, **kwargs):
-        self._after = after
-        self._built_for = None
-        super().__init__(*args, **kwargs)
-
-    @property
-    def params(self) -> list:
-        version = registry_version()
-        if version != self._built_for:
-            position = next(i for i, p in enumerate(self._own) if p.name == self._after) + 1
-            self._params = [*self._own[:position], *protocol_options(), *self._own[position:]]
-            self._built_for = version
-        return self._params
-
-    @params.setter
-    def params(self, value) -> None:  # click.Command.__init__: the command's own options
-        self._own = list(value)
-        self._built_for = None
+        super().__init__(*args, after=after, declared=protocol_options, registry_version=registry_version,
+                         **kwargs)

@@ -172,7 +172,7 @@ def train_command(ctx, **params):
 
     check_output_folder(params["output"], "--output")
 
-    from mpanet_tf.training.trainer import TrainingInterrupted, train, train_repeats  # deferred: TensorFlow; --help stays fast
+    from mpanet_tf.training.trainer import TrainingInterrupted, train, train_repeats  # deferred: TensorFlow
 
     quiet = params["quiet"]
     log = (lambda message: None) if quiet else click.echo

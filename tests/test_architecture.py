@@ -37,7 +37,7 @@ rest of ``interop``, the weight-file readers ``training`` uses, sits below it)::
      v
     io
      v
-    losses | tf_runtime | layers | errors
+    losses | tf_runtime | layers | errors | cli_option | plugins
 
 Rules checked on every module of the package and of ``cli/``:
 
@@ -83,7 +83,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),
     ("run_folder",),
     ("io",),
-    ("losses", "tf_runtime", "layers", "errors"),
+    ("losses", "tf_runtime", "layers", "errors", "cli_option", "plugins"),
 ]
 
 #: Third-party packages whose import costs enough (TensorFlow/Keras: seconds; the rest: 0.3-2 s,

@@ -48,11 +48,11 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from mpanet_tf.errors import ConfigError, DatasetError
+from mpanet_tf.plugins import import_plugins
 
 #: Modules that register the built-in datasets when imported (in this order).
 BUILTIN_MODULES = ("mpanet_tf.data.sysu", "mpanet_tf.data.regdb", "mpanet_tf.data.llcm", "mpanet_tf.data.manifest")
@@ -169,17 +169,7 @@ def load_builtin_datasets() -> None:
     _LOADED["builtin"] = True
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
-    from importlib.metadata import entry_points
-
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        importlib.import_module(entry.value.partition(":")[0])
-    for module in os.environ.get("MPANET_TF_DATASETS", "").split(","):
-        if module.strip():
-            try:
-                importlib.import_module(module.strip())
-            except ImportError as error:
-                raise ConfigError(f"MPANET_TF_DATASETS names module {module.strip()!r}, which cannot be "
-                                  f"imported ({error}); fix the variable or install the module") from None
+    import_plugins(ENTRY_POINT_GROUP, "MPANET_TF_DATASETS")
 
 
 def _order(name: str) -> int:

@@ -166,7 +166,8 @@ def evaluate_llcm_settings(features: FeatureSet, modes=tuple(MODES), trials: int
 
 
 # --------------------------------------------------------------- the registry's protocol
-from mpanet_tf.eval.protocol import CliOption, EvalProtocol  # noqa: E402  (protocol section)
+from mpanet_tf.cli_option import CliOption  # noqa: E402  (protocol section)
+from mpanet_tf.eval.protocol import EvalProtocol  # noqa: E402  (protocol section)
 
 _DIRECTION_NAMES = {"i2v": "infrared->visible", "v2i": "visible->infrared"}
 

@@ -125,7 +125,8 @@ def evaluate_manifest(features: FeatureSet, options: ManifestProtocolOptions = M
 
 
 # --------------------------------------------------------------- the registry's protocol
-from mpanet_tf.eval.protocol import CliOption, EvalProtocol  # noqa: E402  (protocol section)
+from mpanet_tf.cli_option import CliOption  # noqa: E402  (protocol section)
+from mpanet_tf.eval.protocol import EvalProtocol  # noqa: E402  (protocol section)
 
 
 class ManifestProtocol(EvalProtocol):

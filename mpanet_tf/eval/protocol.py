@@ -17,40 +17,8 @@ test split, one model and no files besides the features.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Callable
 
-
-@dataclass(frozen=True)
-class CliOption:
-    """One ``mpanet-tf eval`` option of a protocol, declared without click.
-
-    :mod:`mpanet_tf.cli.eval_command` turns each into a ``click.Option`` named :attr:`dest`. Two
-    protocols may declare the same option only as equal :class:`CliOption` objects (they then
-    share it).
-
-    Attributes:
-        flags: the option's spellings, e.g. ``("--mode",)`` or ``("--normalize/--no-normalize",)``.
-        dest: the parameter name, which is also the options-dataclass field it sets. All protocols'
-            options share one command, so name a dataset-only option after its dataset
-            (``llcm_mode``) unless it means the same thing as another protocol's.
-        help: the ``--help`` text.
-        default: the command-line default (a string for choices given as text).
-        choices: the allowed values (a ``click.Choice``), or None.
-        type: ``int``, ``float`` or ``str`` when not a choice or a flag pair.
-        show_default: print the default in ``--help``.
-        parse: converts the command-line value (e.g. ``"10"`` -> 10); it runs while the command
-            line is parsed, for every dataset, and raises :class:`~mpanet_tf.errors.ConfigError`.
-    """
-
-    flags: tuple[str, ...]
-    dest: str
-    help: str
-    default: Any = None
-    choices: tuple | None = None
-    type: type | None = None
-    show_default: bool = False
-    parse: Callable[[Any], Any] | None = None
+from mpanet_tf.cli_option import CliOption
 
 
 class EvalProtocol:

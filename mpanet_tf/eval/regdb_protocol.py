@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpanet_tf.cli_option import CliOption
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import FeatureSet
 from mpanet_tf.eval.metrics import evaluate_ranking, l2_normalize, no_junk, pairwise_squared_distance
-from mpanet_tf.eval.protocol import CliOption, EvalProtocol
+from mpanet_tf.eval.protocol import EvalProtocol
 from mpanet_tf.eval.report import make_result
 
 VISIBLE_CAMERA = 2

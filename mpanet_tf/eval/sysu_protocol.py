@@ -33,11 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpanet_tf.cli_option import CliOption
 from mpanet_tf.data.sysu import load_rand_perm_cam
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import feature_set_from_records, FeatureSet
 from mpanet_tf.eval.metrics import evaluate_ranking, normalized_squared_distance, same_location_junk
-from mpanet_tf.eval.protocol import CliOption, EvalProtocol
+from mpanet_tf.eval.protocol import EvalProtocol
 from mpanet_tf.eval.report import make_result
 
 GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpanet_tf.cli_option import CliOption
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.eval.metrics import evaluate_ranking, no_junk, normalized_squared_distance, pairwise_squared_distance
-from mpanet_tf.eval.protocol import CliOption, EvalProtocol
+from mpanet_tf.eval.protocol import EvalProtocol
 from mpanet_tf.eval.report import make_result
 
 METRICS = ("euclidean", "cosine")
