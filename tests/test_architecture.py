@@ -9,7 +9,7 @@ installed as ``mpanet_tf.cli``)::
      v
     viz | weights
      v
-    interop | search
+    interop.import_mpanet | search
      v
     quickstart
      v
@@ -23,13 +23,15 @@ installed as ``mpanet_tf.cli``)::
      v
     model
      v
+    backbone
+     v
     config
      v
-    data
+    data | interop (the readers of foreign weight files)
      v
     run_folder
      v
-    losses | tf_runtime | layers | errors
+    losses | tf_runtime | layers | errors | io
 
 Rules checked on every module of the package and of ``cli/``:
 
@@ -60,17 +62,18 @@ PACKAGE = "mpanet_tf"
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
     ("viz", "weights"),
-    ("interop", "search"),
+    ("interop.import_mpanet", "search"),
     ("quickstart",),
     ("training", "index"),
     ("export", "eval"),
     ("runtimes",),
     ("__init__", "inference"),
     ("model",),
+    ("backbone",),
     ("config",),
-    ("data",),
+    ("data", "interop"),
     ("run_folder",),
-    ("losses", "tf_runtime", "layers", "errors"),
+    ("losses", "tf_runtime", "layers", "errors", "io"),
 ]
 
 #: Third-party packages whose import costs enough (TensorFlow/Keras: seconds; the rest: 0.3-2 s,

@@ -16,10 +16,6 @@ it imports nothing above :mod:`mpanet_tf.interop`'s readers.
 from __future__ import annotations
 
 from pathlib import Path
-from mpanet_tf.interop.convert import apply_state_dict, resnet_torch_mapping
-
-from mpanet_tf.interop.imagenet import resolve_backbone_weights
-from mpanet_tf.interop.torch_state import load_state_dict
 
 from mpanet_tf.interop.convert import apply_state_dict, resnet_torch_mapping
 from mpanet_tf.interop.imagenet import resolve_backbone_weights
