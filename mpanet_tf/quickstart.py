@@ -22,6 +22,7 @@ from mpanet_tf.config import MPANetConfig
 from mpanet_tf.data.synthetic import generate_sysu
 from mpanet_tf.data.sysu import SYSUDataset
 from mpanet_tf.eval.report import format_table
+from mpanet_tf.training.live_eval import evaluate_live_model
 
 
 @dataclass
@@ -69,7 +70,6 @@ def run_quickstart(options: QuickstartOptions | None = None, log=print) -> dict:
     import keras
 
     from mpanet_tf.export import export_model  # deferred: TensorFlow; the CLI reads QuickstartOptions without it
-    from mpanet_tf.training.live_eval import evaluate_live_model  # deferred: TensorFlow, as above
     from mpanet_tf.training.trainer import train  # deferred: TensorFlow, as above
 
     options = options or QuickstartOptions()

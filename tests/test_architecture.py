@@ -5,7 +5,7 @@ The layers, top to bottom (:data:`LAYERS`; a module may import its own layer and
 it, never one above; ``__init__`` is the ``mpanet_tf`` package itself, ``cli`` the ``cli/`` folder
 installed as ``mpanet_tf.cli``; an entry names a package or a module, the longest match wins, so
 ``interop.import_mpanet``, which writes a training checkpoint, sits above ``training`` while the
-rest of ``interop``, the weight-file readers ``training`` uses, sits below it)::
+rest of ``interop``, the weight-file readers ``training`` uses, sits with ``data``)::
 
     cli
      v
@@ -16,8 +16,6 @@ rest of ``interop``, the weight-file readers ``training`` uses, sits below it)::
     quickstart
      v
     training | index
-     v
-    interop
      v
     export | eval
      v
@@ -31,13 +29,11 @@ rest of ``interop``, the weight-file readers ``training`` uses, sits below it)::
      v
     config
      v
-    data
+    data | interop
      v
     run_folder
      v
-    io
-     v
-    losses | tf_runtime | layers | errors | cli_option | plugins
+    losses | tf_runtime | layers | errors | io | cli_option | plugins
 
 Rules checked on every module of the package and of ``cli/``:
 
@@ -73,17 +69,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("interop.import_mpanet", "search"),
     ("quickstart",),
     ("training", "index"),
-    ("interop",),
     ("export", "eval"),
     ("runtimes",),
     ("__init__", "inference"),
     ("model",),
     ("backbone",),
     ("config",),
-    ("data",),
+    ("data", "interop"),
     ("run_folder",),
-    ("io",),
-    ("losses", "tf_runtime", "layers", "errors", "cli_option", "plugins"),
+    ("losses", "tf_runtime", "layers", "errors", "io", "cli_option", "plugins"),
 ]
 
 #: Third-party packages whose import costs enough (TensorFlow/Keras: seconds; the rest: 0.3-2 s,

@@ -26,7 +26,6 @@ import numpy as np
 from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.eval.features import extract_feature_set
 from mpanet_tf.eval.report import METRIC_KEYS, setting_name
-from mpanet_tf.inference import embedding_function
 
 EVAL_BATCH_SIZE = 64  # the authors' test batch (facts §1.5)
 
@@ -63,6 +62,8 @@ def evaluate_live_model(model, dataset, config, *, final: bool = False, embed_fn
     if reason:
         log(f"evaluation skipped: {reason}")
         return None
+    from mpanet_tf.inference import embedding_function  # deferred: TensorFlow; `mpanet-tf --help` and quickstart's CLI stay light
+
     # Not folded: the trainer reuses this function across epochs while the weights change.
     embed_fn = embed_fn or embedding_function(model, folded=False, jit=config.train.jit)
     query, gallery = protocol.test_split(dataset)
