@@ -122,10 +122,15 @@ def onnx_embedder(session):
 
 
 def external_data_files(path: Path) -> list[Path]:
-    """The files beside the ONNX file ``path`` that hold its initialisers' external data, sorted."""
+    """The files beside the ONNX file ``path`` that hold its initialisers' external data, sorted
+    (none when the file is not a readable ONNX graph: its bytes are all there is to hash, and
+    loading it names the problem)."""
     import onnx  # heavy (~1 s); only a fingerprint reads it
 
-    model = onnx.load(os.fspath(path), load_external_data=False)
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and friends: a corrupt or foreign file
+        return []
     locations = {entry.value for tensor in model.graph.initializer
                  if tensor.data_location == onnx.TensorProto.EXTERNAL
                  for entry in tensor.external_data if entry.key == "location"}

@@ -55,9 +55,9 @@ class ToyRuntime(Runtime):
         return [f for f in (artifact, artifact.parent / NOTE_FILE) if f.is_file()]
 
     def load(self, path: Path):
-        import keras
+        from mpanet_tf.model import load_model  # TensorFlow only when a toy artifact is opened
 
-        model = keras.saving.load_model(path, compile=False)
+        model = load_model(path)
         return Embedder(model.embed, model.image_size, self.name, path)
 
 
