@@ -20,8 +20,9 @@ import numpy as np
 from keras import ops
 
 from mpanet_tf import run_folder
-from mpanet_tf.config import LOSS_TERMS as LOGGED_TERMS
-from mpanet_tf.config import TOTAL_LOSS, MPANetConfig
+from mpanet_tf.config import MPANetConfig
+from mpanet_tf.loss_terms import LOSS_TERMS as LOGGED_TERMS
+from mpanet_tf.loss_terms import TOTAL_LOSS
 from mpanet_tf.data.images import normalize_images
 from mpanet_tf.errors import CheckpointError
 from mpanet_tf.layers.batch_norm import TorchBatchNorm
@@ -38,8 +39,8 @@ from mpanet_tf.losses import (
     total_loss,
 )
 
-#: The keys of :meth:`MPANet.loss_terms`: the logged terms (:data:`mpanet_tf.config.LOSS_TERMS`) and
-#: ``total``, the weighted sum, whose metric is named ``loss`` (:data:`mpanet_tf.config.TOTAL_LOSS`).
+#: The keys of :meth:`MPANet.loss_terms`: the logged terms (:data:`mpanet_tf.loss_terms.LOSS_TERMS`) and
+#: ``total``, the weighted sum, whose metric is named ``loss`` (:data:`mpanet_tf.loss_terms.TOTAL_LOSS`).
 LOSS_TERMS = (*LOGGED_TERMS, "total")
 
 

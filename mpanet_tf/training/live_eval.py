@@ -23,28 +23,27 @@ import time
 
 import numpy as np
 
-from mpanet_tf.eval.report import METRIC_KEYS
+from mpanet_tf.eval.report import METRIC_KEYS, setting_name
 
 EVAL_BATCH_SIZE = 64  # the authors' test batch (facts §1.5)
 
 
 def summarize(results: list[dict]) -> dict:
     """The history's ``eval`` entry: the mean of ``results`` over each metric, plus their names."""
-    from mpanet_tf.eval.report import setting_name
-
     summary = {key: float(np.mean([r[key] for r in results])) for key in METRIC_KEYS}
     summary["settings"] = [setting_name(r) for r in results]
     return summary
 
 
-def evaluate_live_model(model, dataset, config, *, final: bool = False, embed_fn=None, progress: bool = False,
+def evaluate_live_model(model, spec, dataset, config, *, final: bool = False, embed_fn=None, progress: bool = False,
                         log=print) -> dict | None:
     """Evaluate the in-memory ``model`` on the test split of ``dataset``.
 
     Args:
         model: the :class:`~mpanet_tf.model.MPANet` being trained.
+        spec: the :class:`~mpanet_tf.data.registry.DatasetSpec` of the run's dataset (its protocol).
         dataset: the run's reader (:class:`~mpanet_tf.data.sysu.SYSUDataset`,
-            :class:`~mpanet_tf.data.regdb.RegDBDataset`, ...), of ``config.data.dataset``.
+            :class:`~mpanet_tf.data.regdb.RegDBDataset`, ...), of ``spec``.
         config: the run's :class:`~mpanet_tf.config.MPANetConfig`.
         final: the end-of-training evaluation (every setting of the paper's table) instead of the
             periodic one (SYSU all-search single-shot).
@@ -56,12 +55,11 @@ def evaluate_live_model(model, dataset, config, *, final: bool = False, embed_fn
         dicts of mpanet_tf.eval.report], "seconds": float}``, or None when the protocol cannot run
         (SYSU without ``rand_perm_cam.mat``).
     """
-    from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.eval.features import extract_feature_set
     from mpanet_tf.inference import embedding_function
 
     start = time.time()
-    protocol = get_dataset(config.data.dataset).get_protocol()
+    protocol = spec.get_protocol()
     reason = protocol.training_skip_reason(dataset)
     if reason:
         log(f"evaluation skipped: {reason}")
