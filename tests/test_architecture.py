@@ -88,9 +88,6 @@ BRINGS = {"keras": {"tensorflow"}, "tf2onnx": {"tensorflow", "onnx"}}
 #: branches land: ``arch-model`` removes model <-> inference and training.trainer -> weights,
 #: ``arch-data`` the three cycles inside ``data/``. The lead empties this list after merging.
 PENDING: list[tuple[str, str]] = [
-    ("mpanet_tf.model", "mpanet_tf.inference"),
-    ("mpanet_tf.inference", "mpanet_tf.model"),
-    ("mpanet_tf.training.trainer", "mpanet_tf.weights"),
     ("mpanet_tf.data.sysu", "mpanet_tf.data.synthetic"),
     ("mpanet_tf.data.llcm", "mpanet_tf.data.synthetic_llcm"),
     ("mpanet_tf.data.manifest", "mpanet_tf.data.manifest_folders"),
