@@ -7,7 +7,7 @@ installed as ``mpanet_tf.cli``)::
 
     cli
      v
-    viz | weights
+    viz
      v
     interop.import_mpanet | search
      v
@@ -27,7 +27,7 @@ installed as ``mpanet_tf.cli``)::
      v
     config
      v
-    data | interop (the readers of foreign weight files)
+    data | interop
      v
     run_folder
      v
@@ -61,7 +61,7 @@ PACKAGE = "mpanet_tf"
 #: package covers its submodules); ``__init__`` is the ``mpanet_tf`` package module itself.
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
-    ("viz", "weights"),
+    ("viz",),
     ("interop.import_mpanet", "search"),
     ("quickstart",),
     ("training", "index"),
