@@ -66,13 +66,8 @@ class SplitOption(click.Option):
 
 
 def split_option(what: str = "The dataset's train/test split"):
-    """The ``--trial`` option (int, default 1); check its value with :func:`dataset_split`."""
+    """The ``--trial`` option (int, default 1); check its value with :meth:`DatasetSpec.check_split`."""
     return click.option("--trial", cls=SplitOption, what=what, type=int, default=1, show_default=True)
-
-
-def dataset_split(spec: DatasetSpec, trial) -> int:
-    """``--trial`` checked against ``spec``'s splits (any value for a dataset with one split)."""
-    return spec.check_split(trial)
 
 
 def protocol_options(attribute: str = "cli_options") -> list[click.Option]:

@@ -16,10 +16,12 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from mpanet_tf import run_folder
 from mpanet_tf.cli.datasets import DatasetChoice
 from mpanet_tf.config import ABLATIONS, MPANetConfig, apply_assignments, cli_fields, default_help
 from mpanet_tf.data.registry import describe_choices
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.io.output_checks import check_output_folder
 
 
 def _option_name(declaration: str) -> str:
@@ -93,8 +95,6 @@ def _apply_overrides(config, ctx, params):
 
 def _saved_config(output: Path, repeat: int):
     """The config.json a --resume continues from (the lowest seed folder with --repeat), or None."""
-    from mpanet_tf import run_folder
-
     if repeat == 1:
         folders = [output] if run_folder.is_run_folder(output) else []
     else:
@@ -154,11 +154,10 @@ def train_command(ctx, **params):
     if params["verbose"] and params["quiet"]:
         raise ConfigError("--verbose and --quiet exclude each other; pass one")
     config = resolve_config(ctx, params)
-    from mpanet_tf.run_folder import check_output_folder
 
     check_output_folder(params["output"], "--output")
 
-    from mpanet_tf.training import TrainingInterrupted, train, train_repeats
+    from mpanet_tf.training.trainer import TrainingInterrupted, train, train_repeats  # deferred: TensorFlow; --help stays fast
 
     quiet = params["quiet"]
     log = (lambda message: None) if quiet else click.echo

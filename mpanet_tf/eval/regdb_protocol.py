@@ -28,7 +28,6 @@ from mpanet_tf.eval.features import FeatureSet
 from mpanet_tf.eval.metrics import evaluate_ranking, l2_normalize, no_junk, pairwise_squared_distance
 from mpanet_tf.eval.protocol import DIRECTION_OPTION, DIRECTIONS, CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
-from mpanet_tf.eval.rerank import k_reciprocal_rerank
 
 
 def _thermal_query(features: FeatureSet) -> FeatureSet:
@@ -65,6 +64,8 @@ def evaluate_regdb(features: FeatureSet, direction: str = "i2v", normalize: bool
     prepare = l2_normalize if normalize else (lambda x: np.asarray(x, dtype=np.float32))
     query, gallery = prepare(arranged.query_features), prepare(arranged.gallery_features)
     if rerank:
+        from mpanet_tf.eval.rerank import k_reciprocal_rerank  # deferred: scipy, only for --rerank
+
         dist = k_reciprocal_rerank(query, gallery, **(rerank_params or {}))
     else:
         dist = pairwise_squared_distance(query, gallery)

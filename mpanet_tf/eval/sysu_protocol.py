@@ -42,7 +42,6 @@ from mpanet_tf.eval.features import FeatureSet, feature_set_from_records
 from mpanet_tf.eval.metrics import evaluate_ranking, normalized_squared_distance, same_location_junk
 from mpanet_tf.eval.protocol import CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
-from mpanet_tf.eval.rerank import k_reciprocal_rerank_distances
 
 SAMPLINGS = ("official", "seed")
 #: The four settings of the paper's SYSU table: (mode, shots).
@@ -211,6 +210,8 @@ def evaluate_sysu_settings(features: FeatureSet, settings=(("all", 1),), trials:
     query = features.query_features
     gallery = features.gallery_features[union]
     if rerank:
+        from mpanet_tf.eval.rerank import k_reciprocal_rerank_distances  # deferred: scipy, only for --rerank
+
         query_query = normalized_squared_distance(query, query, compute_dtype)
         gallery_gallery = normalized_squared_distance(gallery, gallery, compute_dtype)
     distance = normalized_squared_distance(query, gallery, compute_dtype)       # (Q, U), L2-normalised rows

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mpanet_tf.data.image_files import find_images
 from mpanet_tf.errors import ConfigError
 
 #: Dataset splits ``index build --split`` accepts.
@@ -20,8 +21,6 @@ SPLITS = ("gallery", "query", "train", "all")
 
 def folder_entries(folder) -> tuple[list[dict], dict]:
     """(entries, source description) of every image under ``folder`` (sorted, as ``search --gallery``)."""
-    from mpanet_tf.search import find_images
-
     paths = find_images(folder, "image")
     entries = [{"path": os.path.abspath(p), "person_id": None, "camera": None, "modality": None} for p in paths]
     return entries, {"kind": "folder", "path": os.path.abspath(os.path.expanduser(os.fspath(folder)))}

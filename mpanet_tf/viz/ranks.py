@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf.data.image_files import find_images
 from mpanet_tf.data.records import ImageRecord, make_record
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.eval.features import extract_features
@@ -120,8 +121,6 @@ def folder_record(root: Path, path: Path) -> ImageRecord:
 
 def folder_records(folder, what: str) -> list[ImageRecord]:
     """Every image under ``folder`` (recursive, sorted by path) as records; DatasetError when none."""
-    from mpanet_tf.search import find_images
-
     root = Path(os.path.expanduser(os.fspath(folder))).absolute()
     return [folder_record(root, p) for p in find_images(root, what)]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.eval.features import extract_features
 from mpanet_tf.eval.metrics import l2_normalize
 from mpanet_tf.viz.common import (
     VisualizationError, check_output, check_size, identity_colours, new_figure, open_embedding, require_sklearn_tsne,
@@ -147,7 +148,6 @@ def visualize_tsne(model, dataset, data_root, output, ids: int = 8, per_modality
     require_sklearn_tsne()
     records = select_records(evaluation_records(dataset, data_root, trial), ids, per_modality, seed, person_ids)
     embed_fn, size = open_embedding(model)
-    from mpanet_tf.eval.features import extract_features
 
     features = extract_features(embed_fn, records, size, batch_size, progress)
     points = tsne_points(features, perplexity, seed)

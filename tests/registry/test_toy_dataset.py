@@ -150,7 +150,7 @@ def test_sysu_options_still_refused_rules(toy, toy_root, tmp_path):
 
 
 def test_visualize_ranks_reads_the_toy_option(toy_root, toy_run, tmp_path, monkeypatch):
-    import mpanet_tf.viz.ranks as ranks
+    import mpanet_tf.cli.visualize_command as command
 
     calls = []
 
@@ -159,8 +159,8 @@ def test_visualize_ranks_reads_the_toy_option(toy_root, toy_run, tmp_path, monke
         calls.append(rows)
         return rows
 
-    real = ranks.visualize_ranks
-    monkeypatch.setattr(ranks, "visualize_ranks", spy)
+    real = command.visualize_ranks
+    monkeypatch.setattr(command, "visualize_ranks", spy)
     data = ToyDataset(toy_root)
     for side, infrared in (("visible", False), ("infrared", True)):
         picture = tmp_path / f"{side}.png"
