@@ -33,9 +33,6 @@ installed as ``mpanet_tf.cli``)::
      v
     losses | tf_runtime | layers | errors | io
 
-``interop`` is the readers of foreign weight files and the backbone initialisation
-(``interop.import_mpanet``, which writes a run folder, sits higher).
-
 Rules checked on every module of the package and of ``cli/``:
 
 1. no import cycle among project modules (module-level and function-level imports alike);
@@ -88,8 +85,8 @@ HEAVY = frozenset({"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "fai
 BRINGS = {"keras": {"tensorflow"}, "tf2onnx": {"tensorflow", "onnx"}}
 
 #: Import edges (importer, imported) still allowed to break a rule until the other issue-24
-#: branches land: ``arch-data`` the three cycles inside ``data/`` (``arch-model``'s
-#: model <-> inference and training.trainer -> weights are gone). The lead empties this list after merging.
+#: branches land: ``arch-model`` removes model <-> inference and training.trainer -> weights,
+#: ``arch-data`` the three cycles inside ``data/``. The lead empties this list after merging.
 PENDING: list[tuple[str, str]] = [
     ("mpanet_tf.data.sysu", "mpanet_tf.data.synthetic"),
     ("mpanet_tf.data.llcm", "mpanet_tf.data.synthetic_llcm"),
