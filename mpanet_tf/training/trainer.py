@@ -39,9 +39,9 @@ from mpanet_tf.config import MPANetConfig
 from mpanet_tf.data.bad_images import locate_bad_image
 from mpanet_tf.data.pipeline import DECODE_ERRORS, build_train_dataset
 from mpanet_tf.errors import ConfigError, TrainingError
-from mpanet_tf.io import atomic, locks
 from mpanet_tf.inference import embedding_function
 from mpanet_tf.interop.backbone_init import initialize_backbone, resolve_backbone
+from mpanet_tf.io import atomic, locks
 from mpanet_tf.training import setup
 from mpanet_tf.training.checkpoints import CheckpointManager
 from mpanet_tf.training.history import TensorBoardLog, epoch_line, make_entry, write_history
