@@ -1,8 +1,8 @@
 """A command-line option declared without click, by the code it configures.
 
-Dataset protocols declare their ``mpanet-tf eval`` options
-(:attr:`mpanet_tf.eval.protocol.EvalProtocol.cli_options`) and runtimes their ``mpanet-tf export``
-options (:attr:`mpanet_tf.runtimes.registry.Runtime.cli_options`) as :class:`CliOption` objects;
+Dataset protocols declare their ``mpanet-tf eval``, ``visualize`` and ``index`` options
+(:attr:`mpanet_tf.eval.protocol.EvalProtocol.cli_options`, ``visualize_options``,
+``index_options``) and runtimes their ``mpanet-tf export`` options (:attr:`mpanet_tf.runtimes.registry.Runtime.cli_options`) as :class:`CliOption` objects;
 :mod:`mpanet_tf.cli.declared_options` turns each into a ``click.Option``.
 """
 

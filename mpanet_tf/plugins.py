@@ -1,7 +1,7 @@
 """Third-party extensions: modules named by a package entry-point group or an environment variable.
 
-A dataset (:mod:`mpanet_tf.data.registry`) or a runtime (:mod:`mpanet_tf.runtimes.registry`)
-outside this package registers itself when its module is imported. A package declares that module
+A runtime (:mod:`mpanet_tf.runtimes.registry`) outside this package registers itself when its
+module is imported. A package declares that module
 in its entry-point group (``[project.entry-points."mpanet_tf.runtimes"] toy = "toy_runtime"``); a
 module that is not installed is named in the environment variable
 (``MPANET_TF_RUNTIMES=toy_runtime``, comma-separated).
