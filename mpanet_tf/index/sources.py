@@ -1,9 +1,12 @@
 """What a gallery index is built from: a folder of images, or a split of a dataset.
 
-Each image becomes one entry ``{"path", "person_id", "camera", "modality"}`` with an absolute
-path. A plain folder says nothing about who is in an image: identity, camera and modality are
-null. A dataset split carries its readers' labels (:mod:`mpanet_tf.data.records`): the raw person
-id, the camera, and ``"infrared"`` for cameras 3 and 6 (RegDB thermal) else ``"visible"``.
+Each image becomes one entry ``{"path", "person_id", "camera", "modality", "time"}`` with an
+absolute path. A plain folder says nothing about who is in an image: identity, camera and modality
+are null. A dataset split carries its readers' labels (:mod:`mpanet_tf.data.records`): the raw
+person id, the camera (a manifest's camera name, other datasets' camera number), and
+``"infrared"`` for cameras 3 and 6 (RegDB thermal) else ``"visible"``. ``time`` is the capture
+time (:mod:`mpanet_tf.data.capture_time`): a manifest's ``time`` column where filled, else the
+file's modification time.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mpanet_tf.data.capture_time import file_time
 from mpanet_tf.errors import ConfigError
 
 #: Dataset splits ``index build --split`` accepts.
@@ -22,7 +26,8 @@ def folder_entries(folder) -> tuple[list[dict], dict]:
     from mpanet_tf.search import find_images
 
     paths = find_images(folder, "image")
-    entries = [{"path": os.path.abspath(p), "person_id": None, "camera": None, "modality": None} for p in paths]
+    entries = [{"path": os.path.abspath(p), "person_id": None, "camera": None, "modality": None,
+                "time": file_time(p)} for p in paths]
     return entries, {"kind": "folder", "path": os.path.abspath(os.path.expanduser(os.fspath(folder)))}
 
 
@@ -51,8 +56,14 @@ def dataset_entries(name: str, data_root, split: str = "gallery", trial: int = 1
         raise ConfigError(f"unknown --split {split!r}; choose one of {', '.join(SPLITS)}")
     key = str(name).lower()
     dataset = load_dataset(key, data_root, trial=trial)
-    entries = [{"path": os.path.abspath(r.path), "person_id": int(r.person_id), "camera": int(r.camera),
-                "modality": "infrared" if r.infrared else "visible"} for r in _split_records(dataset, split, key)]
+    times = dataset.capture_times() if hasattr(dataset, "capture_times") else {}
+    camera = dataset.camera_name if hasattr(dataset, "camera_name") else int
+    entries = []
+    for record in _split_records(dataset, split, key):
+        path = os.path.abspath(record.path)
+        entries.append({"path": path, "person_id": int(record.person_id), "camera": camera(record.camera),
+                        "modality": "infrared" if record.infrared else "visible",
+                        "time": times.get(path) or file_time(path)})
     source = {"kind": "dataset", "name": key, "root": os.fspath(Path(dataset.root).absolute()), "split": split}
     if key == "regdb":
         source["trial"] = int(trial)
