@@ -5,6 +5,11 @@ from __future__ import annotations
 import click
 
 from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.index import add_to_index, build_index
+from mpanet_tf.index.ann import prepare_ann
+from mpanet_tf.index.describe import describe_index
+from mpanet_tf.index.migrate import migrate
+from mpanet_tf.index.milvus_store import index_parameters, is_milvus_location
 
 _LOCATION = ("an .mpidx folder, milvus:PATH.db (Milvus Lite) or milvus://HOST:PORT/COLLECTION (a Milvus server; "
              "token from $MPANET_MILVUS_TOKEN)")
@@ -62,9 +67,6 @@ def build_command(model_path, images, dataset, data_root, split, trial, batch_si
 
     Interrupted (Ctrl-C, kill), the same command continues where it stopped.
     """
-    from mpanet_tf.index import build_index
-    from mpanet_tf.index.milvus_store import index_parameters, is_milvus_location
-
     milvus = is_milvus_location(output)
     if (milvus_index or nlist or hnsw_m or ef_construction) and not milvus:
         raise click.UsageError("--milvus-index, --nlist, --hnsw-m, --ef-construction apply to a milvus: --output")
@@ -86,9 +88,6 @@ def build_command(model_path, images, dataset, data_root, split, trial, batch_si
 @click.option("--ann", is_flag=True, help="Also bring the FAISS index of `search --ann` up to date (.mpidx).")
 def add_command(index_path, model_path, images, dataset, data_root, split, trial, batch_size, skip_bad_images, ann):
     """Append the images of --images or --dataset that the index does not hold yet."""
-    from mpanet_tf.index import add_to_index
-    from mpanet_tf.index.milvus_store import is_milvus_location
-
     if ann and is_milvus_location(index_path):
         raise click.UsageError("--ann applies to an .mpidx index; Milvus keeps its own vector index up to date")
     index = add_to_index(index_path, model_path, images=images, dataset=dataset, data_root=data_root, split=split,
@@ -104,8 +103,6 @@ def _report(index, ann: bool) -> None:
         return
     click.echo(f"index: {index.path}  ({index.count} images, {index.dim}-d {index.dtype})")
     if ann:
-        from mpanet_tf.index.ann import prepare_ann
-
         _, settings = prepare_ann(index)
         click.echo(f"ann: IVF-PQ nlist={settings['nlist']} m={settings['m']} nbits={settings['nbits']} "
                    f"over {settings['rows']} rows")
@@ -116,8 +113,6 @@ def _report(index, ann: bool) -> None:
               help=f"An index written by `index build`: {_LOCATION}.")
 def info_command(index_path):
     """Describe an index: count, dim, dtype, model fingerprint, size on disk, dates, sources."""
-    from mpanet_tf.index.describe import describe_index
-
     for line in describe_index(index_path):
         click.echo(line)
 
@@ -133,8 +128,6 @@ def migrate_command(source, destination, batch_rows):
 
     Interrupted, the same command continues; the copy is verified by count and model fingerprint.
     """
-    from mpanet_tf.index.migrate import migrate
-
     count, fingerprint = migrate(source, destination, batch_rows=batch_rows)
     click.echo(f"migrated: {count} entries  {source} -> {destination}  (model {fingerprint[:19]}...)")
 

@@ -12,66 +12,48 @@ one and stores the same rows.
 
 Rows are stored L2-normalised (:func:`mpanet_tf.index.exact.unit_rows`), in float32 or float16.
 Only the model whose fingerprint (:mod:`mpanet_tf.index.fingerprint`) is stored may add to an
-index. One process writes an index at a time (an exclusive ``flock`` on its ``lock`` file).
+index. One process writes an index at a time (:func:`mpanet_tf.index.lock.write_lock`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf.errors import ConfigError
+from mpanet_tf import __version__
+from mpanet_tf.errors import ConfigError, DatasetError
+from mpanet_tf.eval.features import extract_features
 from mpanet_tf.index.exact import unit_rows
 from mpanet_tf.index.fingerprint import model_fingerprint
 from mpanet_tf.index.format import (
-    DTYPES, EMBEDDINGS_FILE, ENTRIES_FILE, ENTRY_KEYS, FORMAT_NAME, FORMAT_VERSION, LOCK_FILE, META_FILE, GalleryIndex,
+    DTYPES, EMBEDDINGS_FILE, ENTRIES_FILE, ENTRY_KEYS, FORMAT_NAME, FORMAT_VERSION, META_FILE, GalleryIndex,
     GalleryIndexError,
 )
+from mpanet_tf.index.lock import write_lock
 from mpanet_tf.index.milvus_store import MilvusStore, is_milvus_location
 from mpanet_tf.index.sources import resolve_entries
-from mpanet_tf.run_folder import atomic_write_json
+from mpanet_tf.io.atomic import atomic_write_json
+from mpanet_tf.io.staging import staging_folder
+from mpanet_tf.runtimes.embedder import load_embedder
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@contextmanager
-def write_lock(folder: Path):
-    """Hold the index's exclusive writer lock; refuse (one line) when another process holds it."""
-    import fcntl
-
-    with open(folder / LOCK_FILE, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GalleryIndexError(f"gallery index {folder} is being written by another mpanet-tf process; "
-                                    "wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def create_index(output: Path, fingerprint: str, embedder, dtype: str, batch_size: int, model: dict | None = None,
-            image_size=None) -> None:
-    """Create an empty index at ``output`` (written in a temporary sibling folder, then renamed).
+                 image_size=None) -> None:
+    """Create an empty index at ``output`` (written in a staging folder beside it, then renamed).
 
     The model is described by ``embedder`` (its kind, source and image size) or, for an index
     copied from another store, by ``model`` (``{"kind", "source"}``) and ``image_size``.
     """
-    from mpanet_tf import __version__
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
-    try:
+    with staging_folder(output) as temp:
         (temp / EMBEDDINGS_FILE).touch()
         (temp / ENTRIES_FILE).touch()
         if embedder is not None or model is None:
@@ -87,10 +69,7 @@ def create_index(output: Path, fingerprint: str, embedder, dtype: str, batch_siz
                           "mpanet_tf_version": __version__},
             "sources": [], "skipped": [], "pending": None, "created": _now(), "updated": _now(),
         })
-        os.rename(temp, output)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        os.rename(temp, output)  # not replace_folder: an index another process just created is kept
 
 
 class _Appender:
@@ -140,8 +119,6 @@ def appender_for(folder):
 def _embed_pending(appender, embedder, pending: list[dict], batch_size: int, skip_bad_images: bool,
                    progress: bool) -> None:
     from tqdm.auto import tqdm
-
-    from mpanet_tf.eval.features import extract_features
 
     size = embedder.image_size or (1, 1)  # only the bytes-fed SavedModel has no size, and needs none
     with tqdm(total=len(pending), desc="index", unit="img", disable=not progress) as bar:
@@ -196,8 +173,6 @@ def _update_milvus(location: str, embedder, fingerprint: str, entries: list[dict
                    dtype: str | None, milvus_index: dict | None, batch_size: int, skip_bad_images: bool,
                    progress: bool) -> MilvusStore:
     """``index build`` / ``index add`` on a Milvus gallery: embed the images it does not hold yet."""
-    from mpanet_tf.errors import DatasetError
-
     store = MilvusStore.open(location, writable=True, allow_pending=True, missing_ok=command == "build")
     known = set()
     pending_note = {"command": command, "source": source}
@@ -244,7 +219,7 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
     are required); on a finished one it embeds only images the source gained since.
 
     Args:
-        model: a model artifact path, :class:`~mpanet_tf.eval.embedder.Embedder` or Keras model.
+        model: a model artifact path, :class:`~mpanet_tf.runtimes.embedder.Embedder` or Keras model.
         output: the index folder (``gallery.mpidx``), or a Milvus gallery (``milvus:PATH.db``,
             ``milvus://HOST:PORT/COLLECTION``; :mod:`mpanet_tf.index.milvus_store`).
         images: a folder of images (searched recursively); or
@@ -260,8 +235,6 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
     Raises:
         GalleryIndexError: ``output`` exists but is not an index of this model, dtype and source.
     """
-    from mpanet_tf.eval.embedder import load_embedder
-
     if dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     batch_size = _check_batch(batch_size)
@@ -301,8 +274,6 @@ def add_to_index(index, model, images=None, dataset: str | None = None, data_roo
     Raises:
         GalleryIndexError: not an index, or one built by another model (one line).
     """
-    from mpanet_tf.eval.embedder import load_embedder
-
     batch_size = _check_batch(batch_size)
     if is_milvus_location(index):
         store = MilvusStore.open(index, allow_pending=True)  # validate before any embedding work

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from mpanet_tf import __version__
 from mpanet_tf.data.capture_time import UNKNOWN_US, epoch_us
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.index.exact import exact_search, unit_rows
@@ -229,8 +230,6 @@ class MilvusStore(GalleryStore):
                model: dict | None = None, index: dict | None = None, extra: dict | None = None) -> "MilvusStore":
         """Create an empty gallery collection at ``location`` (refused when one exists)."""
         from pymilvus import DataType, MilvusClient
-
-        from mpanet_tf import __version__
 
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")

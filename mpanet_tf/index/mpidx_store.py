@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from mpanet_tf.index.ann import ann_search
 from mpanet_tf.index.builder import appender_for
 from mpanet_tf.index.exact import exact_search
 from mpanet_tf.index.format import GalleryIndex
@@ -82,8 +83,6 @@ class MpidxStore(GalleryStore):
         if total == 0:
             return [[] for _ in queries]
         if ann:
-            from mpanet_tf.index.ann import ann_search  # deferred: FAISS is an optional extra
-
             order, distances = ann_search(self.index, queries, top_k, nprobe=nprobe, selected=selected)
         elif selected is None:
             order, distances = exact_search(queries, self.index.embeddings(), top_k=top_k)

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import numpy as np
 
-from mpanet_tf.data.capture_time import as_utc, epoch_us, parse_time
+from mpanet_tf.data.capture_time import UNKNOWN_US, as_utc, epoch_us, parse_time
 from mpanet_tf.errors import ConfigError
 
 #: The keys of every entry.
@@ -94,8 +94,6 @@ class SearchFilter:
         """(N,) bool: which of N entries match, given their camera labels and modalities ((N,)
         object arrays of str or None) and capture times ((N,) int64 microseconds, unknown =
         :data:`~mpanet_tf.data.capture_time.UNKNOWN_US`)."""
-        from mpanet_tf.data.capture_time import UNKNOWN_US
-
         keep = np.ones(len(times_us), bool)
         if self.cameras is not None:
             keep &= np.isin(cameras, np.array(self.cameras, dtype=object))

@@ -135,7 +135,7 @@ _KILLED_BUILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from mpanet_tf.eval.embedder import Embedder
+    from mpanet_tf.runtimes.embedder import Embedder
     from mpanet_tf.index import build_index
     from tests.index.conftest import make_embedder
 
