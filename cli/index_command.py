@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.cli.datasets import DatasetChoice, ProtocolOptionsCommand, chosen_protocol_options, split_option
 from mpanet_tf.index import add_to_index, build_index
 from mpanet_tf.index.ann import prepare_ann
 from mpanet_tf.index.describe import describe_index
@@ -27,10 +27,8 @@ def _source_options(function):
         click.option("--data-root", default=None, help="Dataset folder for --dataset."),
         click.option("--split", type=click.Choice(["gallery", "query", "train", "all"]), default="gallery",
                      show_default=True, help="Which images of --dataset: the gallery or query side of its test "
-                                             "protocol (SYSU: visible test pool / infrared test images), its training "
-                                             "images, or all."),
-        click.option("--trial", type=click.IntRange(1, 10), default=1, show_default=True,
-                     help="RegDB trial of --split."),
+                                             "protocol, its training images, or all."),
+        split_option("With --dataset: its train/test split"),
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
                      help="Images per forward pass and per commit (an interruption loses at most one batch)."),
         click.option("--skip-bad-images", is_flag=True,
@@ -45,7 +43,7 @@ def index_group():
     """Build, grow and describe a gallery index (embed once, search many times)."""
 
 
-@index_group.command("build")
+@index_group.command("build", cls=ProtocolOptionsCommand, after="trial", attribute="index_options")
 @click.option("--model", "model_path", required=True, type=click.Path(), help=_MODEL_HELP)
 @_source_options
 @click.option("--output", required=True, type=click.Path(),
@@ -62,9 +60,10 @@ def index_group():
 @click.option("--ef-construction", type=click.IntRange(min=1), default=None,
               help="With --milvus-index HNSW: candidate list while building [200].")
 def build_command(model_path, images, dataset, data_root, split, trial, batch_size, skip_bad_images, output,
-                  dtype, ann, milvus_index, nlist, hnsw_m, ef_construction):
+                  dtype, ann, milvus_index, nlist, hnsw_m, ef_construction, **dataset_options):
     """Embed every image of --images or --dataset into a new index at --output.
 
+    The options after --trial are the datasets' own (they choose among --dataset's images).
     Interrupted (Ctrl-C, kill), the same command continues where it stopped.
     """
     milvus = is_milvus_location(output)
@@ -74,24 +73,28 @@ def build_command(model_path, images, dataset, data_root, split, trial, batch_si
         raise click.UsageError("--ann trains the FAISS index of an .mpidx; a Milvus collection's approximate "
                                "index is chosen with --milvus-index")
     settings = index_parameters(milvus_index or "FLAT", nlist, hnsw_m, ef_construction) if milvus else None
+    dataset_options = chosen_protocol_options(dataset, dataset_options, "index_options")
     index = build_index(model_path, output, images=images, dataset=dataset, data_root=data_root, split=split,
                         trial=trial, dtype=dtype, batch_size=batch_size, skip_bad_images=skip_bad_images,
-                        milvus_index=settings)
+                        milvus_index=settings, dataset_options=dataset_options)
     _report(index, ann)
 
 
-@index_group.command("add")
+@index_group.command("add", cls=ProtocolOptionsCommand, after="trial", attribute="index_options")
 @click.option("--index", "index_path", required=True, type=click.Path(),
               help=f"An index written by `index build`: {_LOCATION}.")
 @click.option("--model", "model_path", required=True, type=click.Path(), help=_MODEL_HELP)
 @_source_options
 @click.option("--ann", is_flag=True, help="Also bring the FAISS index of `search --ann` up to date (.mpidx).")
-def add_command(index_path, model_path, images, dataset, data_root, split, trial, batch_size, skip_bad_images, ann):
+def add_command(index_path, model_path, images, dataset, data_root, split, trial, batch_size, skip_bad_images, ann,
+                **dataset_options):
     """Append the images of --images or --dataset that the index does not hold yet."""
     if ann and is_milvus_location(index_path):
         raise click.UsageError("--ann applies to an .mpidx index; Milvus keeps its own vector index up to date")
+    dataset_options = chosen_protocol_options(dataset, dataset_options, "index_options")
     index = add_to_index(index_path, model_path, images=images, dataset=dataset, data_root=data_root, split=split,
-                         trial=trial, batch_size=batch_size, skip_bad_images=skip_bad_images)
+                         trial=trial, batch_size=batch_size, skip_bad_images=skip_bad_images,
+                         dataset_options=dataset_options)
     _report(index, ann)
 
 

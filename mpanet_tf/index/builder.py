@@ -210,9 +210,9 @@ def _check_batch(batch_size) -> int:
     return int(batch_size)
 
 
-def build_index(model, output, images=None, dataset: str | None = None, data_root=None, split: str = "gallery",
+def build_index(model, output, images=None, dataset=None, data_root=None, split: str = "gallery",
                 trial: int = 1, dtype: str = "float32", batch_size: int = 32, skip_bad_images: bool = False,
-                progress: bool = True, milvus_index: dict | None = None):
+                progress: bool = True, milvus_index: dict | None = None, dataset_options: dict | None = None):
     """``mpanet-tf index build``: embed every image of one source into a new index at ``output``.
 
     Re-running it on an index it left unfinished continues the build (the same model and source
@@ -223,7 +223,8 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
         output: the index folder (``gallery.mpidx``), or a Milvus gallery (``milvus:PATH.db``,
             ``milvus://HOST:PORT/COLLECTION``; :mod:`mpanet_tf.index.milvus_store`).
         images: a folder of images (searched recursively); or
-        dataset, data_root, split, trial: a dataset split (:func:`~mpanet_tf.index.sources.dataset_entries`).
+        dataset, data_root, split, trial, dataset_options: a dataset split (its
+            :class:`~mpanet_tf.data.registry.DatasetSpec`, :func:`~mpanet_tf.index.sources.dataset_entries`).
         dtype: ``"float32"`` or ``"float16"`` storage of the unit embeddings.
         batch_size: images per forward pass and per commit.
         milvus_index: a Milvus gallery's vector index
@@ -242,14 +243,14 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
         existing = MilvusStore.open(output, allow_pending=True, missing_ok=True)  # fails before any embedding
         if existing is not None:
             existing.close()
-        entries, source = resolve_entries(images, dataset, data_root, split, trial)
+        entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
         embedder = load_embedder(model)
         return _update_milvus(output, embedder, model_fingerprint(embedder), entries, source, "build", dtype,
                               milvus_index, batch_size, skip_bad_images, progress)
     if milvus_index is not None:
         raise ConfigError("a Milvus index type applies to a milvus: --output only; .mpidx galleries use --ann")
     output = Path(os.path.expanduser(os.fspath(output)))
-    entries, source = resolve_entries(images, dataset, data_root, split, trial)
+    entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
     embedder = load_embedder(model)
     fingerprint = model_fingerprint(embedder)
     if output.exists():
@@ -265,11 +266,12 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
     return _update(output, embedder, fingerprint, entries, source, "build", batch_size, skip_bad_images, progress)
 
 
-def add_to_index(index, model, images=None, dataset: str | None = None, data_root=None, split: str = "gallery",
+def add_to_index(index, model, images=None, dataset=None, data_root=None, split: str = "gallery",
                  trial: int = 1, batch_size: int = 32, skip_bad_images: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, dataset_options: dict | None = None):
     """``mpanet-tf index add``: append the images of a source that the index does not hold yet
-    (``index``: an ``.mpidx`` folder or a ``milvus:`` gallery, as :func:`build_index`'s ``output``).
+    (``index``: an ``.mpidx`` folder or a ``milvus:`` gallery, as :func:`build_index`'s ``output``;
+    the source as for :func:`build_index`).
 
     Raises:
         GalleryIndexError: not an index, or one built by another model (one line).
@@ -278,13 +280,13 @@ def add_to_index(index, model, images=None, dataset: str | None = None, data_roo
     if is_milvus_location(index):
         store = MilvusStore.open(index, allow_pending=True)  # validate before any embedding work
         store.close()
-        entries, source = resolve_entries(images, dataset, data_root, split, trial)
+        entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
         embedder = load_embedder(model)
         return _update_milvus(index, embedder, model_fingerprint(embedder), entries, source, "add", None, None,
                               batch_size, skip_bad_images, progress)
     folder = Path(os.path.expanduser(os.fspath(index)))
     GalleryIndex.open(folder, allow_pending=True)  # validate before any embedding work
-    entries, source = resolve_entries(images, dataset, data_root, split, trial)
+    entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
     embedder = load_embedder(model)
     return _update(folder, embedder, model_fingerprint(embedder), entries, source, "add", batch_size,
                    skip_bad_images, progress)

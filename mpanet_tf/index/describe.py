@@ -20,7 +20,8 @@ def _source(source: dict) -> str:
     if source.get("kind") != "dataset":
         return str(source.get("kind"))
     trial = f" trial {source['trial']}" if "trial" in source else ""
-    return f"{source.get('name')} {source.get('split')}{trial} at {source.get('root')}"
+    options = "".join(f" {key}={value}" for key, value in source.get("options", {}).items())
+    return f"{source.get('name')} {source.get('split')}{trial}{options} at {source.get('root')}"
 
 
 def _common(meta: dict) -> list[str]:

@@ -91,7 +91,9 @@ def test_folder_entries_carry_the_file_modification_time(pictures, model_file, t
 
 
 def test_manifest_time_column_becomes_the_capture_time(tmp_path):
-    from mpanet_tf.data.manifest import read_manifest, synthesize_manifest
+    from mpanet_tf.data.manifest import read_manifest
+    from mpanet_tf.data.synthetic_folders import synthesize_manifest
+    from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.index.sources import dataset_entries
 
     manifest = synthesize_manifest(tmp_path / "cams", ids=4, images=1, size=(32, 16))
@@ -101,7 +103,7 @@ def test_manifest_time_column_becomes_the_capture_time(tmp_path):
     for n in range(1, len(lines)):
         lines[n] += ",2026-12-02T09:30:00+01:00" if n == gallery[0] else ","
     manifest.write_text("\n".join(lines) + "\n")
-    entries, _ = dataset_entries("manifest", manifest, split="gallery")
+    entries, _ = dataset_entries(get_dataset("manifest"), manifest, split="gallery")
     timed = [e for e in entries if e["path"].endswith(lines[gallery[0]].split(",")[0].split("/")[-1])]
     assert [e["time"] for e in timed] == ["2026-12-02T08:30:00.000000+00:00"]
     assert all(e["time"] for e in entries)  # the others: their file's modification time
