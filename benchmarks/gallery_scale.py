@@ -17,7 +17,13 @@ Per case ``COUNT:DIM:DTYPE``:
   ``--refine``), and the identity precision@10 of the exact and the ANN results (share of the 10
   returned rows showing the query's identity: what a re-ID user sees);
 - with ``--rank-metrics``: R1/mAP of the queries' identities over the gallery in float32 and in
-  float16 storage (full exact ranking).
+  float16 storage (full exact ranking);
+- with ``--milvus``: the same rows in Milvus Lite (:mod:`mpanet_tf.index.milvus_store`, the
+  ``[milvus]`` extra), copied from the ``.mpidx`` as ``index migrate`` does: a FLAT collection
+  (build rate in rows/s, exact latency of one query: Milvus candidates + exact float64 re-ranking,
+  and whether its top-10 equals the ``.mpidx`` exact top-10 for every query) and an IVF_FLAT
+  collection (``--milvus-nlist`` cells; ANN latency and recall@10 against the exact top-10 at the
+  default nprobe = nlist/8 and at each ``--milvus-nprobe``).
 
 Run: ``OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/gallery_scale.py --workdir /tmp/gs``
 (the index folders are deleted afterwards unless ``--keep``).
@@ -138,6 +144,9 @@ def run_case(workdir: Path, count: int, dim: int, dtype: str, args) -> dict:
                                                                 for a, e in zip(approx, exact)]))
             result[f"ann_identity_precision_at_10{suffix}"] = _identity_precision(approx, query_ids, rows.ids)
         print(json.dumps(result), flush=True)
+    if args.milvus:
+        result.update(run_milvus(workdir, index, queries, exact, args))
+        print(json.dumps(result), flush=True)
     if args.rank_metrics:
         result["r1_map"] = {dtype: _rank_metrics(queries, query_ids, index, rows.ids)}
         other = "float16" if dtype == "float32" else "float32"
@@ -146,6 +155,57 @@ def run_case(workdir: Path, count: int, dim: int, dtype: str, args) -> dict:
         shutil.rmtree(twin.path, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def _copy_to_milvus(location: str, index, params: dict):
+    """A Milvus Lite collection holding ``index``'s rows and entries; (store, seconds)."""
+    from mpanet_tf.index.milvus_store import MilvusStore
+    from mpanet_tf.index.mpidx_store import MpidxStore
+
+    source = MpidxStore(index.path)
+    start = time.perf_counter()
+    store = MilvusStore.create(location, index.fingerprint, index.dim, index.dtype, index=params)
+    entries, step = source.entries(), 4096
+    for low in range(0, index.count, step):
+        store.add(source.rows(low, low + step), entries[low:low + step])
+    return store, time.perf_counter() - start
+
+
+def run_milvus(workdir: Path, index, queries, exact, args) -> dict:
+    """The Milvus Lite rows of one case (module docstring)."""
+    from mpanet_tf.index.milvus_store import index_parameters
+
+    result = {}
+    flat_db = workdir / f"milvus_flat_{index.count}.db"
+    shutil.rmtree(flat_db, ignore_errors=True)
+    store, seconds = _copy_to_milvus(f"milvus:{flat_db}", index, index_parameters("FLAT"))
+    with store:
+        result["milvus_flat_build_rows_per_s"] = index.count / seconds
+        start = time.perf_counter()
+        store.search(queries[:1], 10)  # the first search after inserting loads the segments
+        result["milvus_first_query_s"] = time.perf_counter() - start
+        result["milvus_exact_1_query_s"] = _median_time(lambda: store.search(queries[:1], 10), args.repeats)
+        found = store.search(queries, 10)
+        result["milvus_exact_equals_mpidx_top10"] = all(
+            [h.entry_id for h in row] == list(want) for row, want in zip(found, exact))
+    shutil.rmtree(flat_db, ignore_errors=True)
+    ivf_db = workdir / f"milvus_ivf_{index.count}.db"
+    shutil.rmtree(ivf_db, ignore_errors=True)
+    nlist = args.milvus_nlist or max(1, int(4 * np.sqrt(index.count)))
+    store, seconds = _copy_to_milvus(f"milvus:{ivf_db}", index, index_parameters("IVF_FLAT", nlist=nlist))
+    with store:
+        result["milvus_ivf_nlist"] = nlist
+        result["milvus_ivf_build_rows_per_s"] = index.count / seconds
+        store.search(queries[:1], 10, ann=True)  # loads the segments, builds the IVF
+        for nprobe in [None] + [int(n) for n in args.milvus_nprobe.split(",") if n]:
+            suffix = f"_nprobe{nprobe}" if nprobe else ""
+            result[f"milvus_ann_1_query_s{suffix}"] = _median_time(
+                lambda: store.search(queries[:1], 10, ann=True, nprobe=nprobe), args.repeats)
+            found = store.search(queries, 10, ann=True, nprobe=nprobe)
+            result[f"milvus_ann_recall_at_10{suffix}"] = float(np.mean(
+                [len({h.entry_id for h in row} & set(want.tolist())) / 10 for row, want in zip(found, exact)]))
+    shutil.rmtree(ivf_db, ignore_errors=True)
     return result
 
 
@@ -178,6 +238,10 @@ def main():
                              "(default 4, the search default; recall is reported for each)")
     parser.add_argument("--no-ann", action="store_true")
     parser.add_argument("--rank-metrics", action="store_true", help="Also R1/mAP in float32 vs float16.")
+    parser.add_argument("--milvus", action="store_true",
+                        help="Also the Milvus Lite rows (FLAT exact, IVF_FLAT ANN); needs the [milvus] extra.")
+    parser.add_argument("--milvus-nlist", type=int, default=None, help="IVF_FLAT cells [4 sqrt(count)].")
+    parser.add_argument("--milvus-nprobe", default="", help="Also the Milvus ANN at these nprobe values.")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="Write every result to this file.")
     args = parser.parse_args()

@@ -7,6 +7,7 @@ import click
 from mpanet_tf import runtimes
 from mpanet_tf.cli.declared_options import DeclaredOptionsCommand
 from mpanet_tf.errors import printable
+from mpanet_tf.index.store_interface import SearchFilter
 from mpanet_tf.io.output_checks import check_output_folder
 from mpanet_tf.runtimes.registry import (
     export_options, format_names, get_runtime, quantized_names, registry_version,
@@ -90,14 +91,23 @@ def export_command(model_path, fmt, output, version, quantize, force, **declared
 @click.option("--gallery", default=None, type=click.Path(),
               help="Folder searched recursively for .jpg/.jpeg/.png/.bmp images (either modality), embedded now.")
 @click.option("--index", "index_path", default=None, type=click.Path(),
-              help="Instead of --gallery: a gallery index written by `mpanet-tf index build` (only the query "
-                   "is embedded; the index must come from the same --model).")
-@click.option("--ann", is_flag=True, help="With --index: approximate FAISS IVF-PQ search (pip install "
-                                          "'mpanet-tf[ann]'); default exact.")
+              help="Instead of --gallery: a gallery index written by `mpanet-tf index build`: an .mpidx folder, "
+                   "milvus:PATH.db or milvus://HOST:PORT/COLLECTION (only the query is embedded; the index must "
+                   "come from the same --model).")
+@click.option("--ann", is_flag=True, help="With --index: approximate search (.mpidx: FAISS IVF-PQ, pip install "
+                                          "'mpanet-tf[ann]'; Milvus: the collection's IVF_FLAT/HNSW index), "
+                                          "candidates re-ranked by the exact distance; default exact.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None,
               help="With --ann: inverted-file cells visited per query [default: the index's, about "
-                   "1/8 of its cells, at most 256]; more is slower and nearer the exact ranking "
+                   "1/8 of its cells, at most 256] (HNSW: its ef); more is slower and nearer the exact ranking "
                    "(benchmarks/RESULTS.md: recall@10 at 10^6 rows).")
+@click.option("--camera", default=None,
+              help="With --index: only these cameras, comma-separated labels (4,5; a manifest's camera names).")
+@click.option("--modality", default=None, help="With --index: only visible or infrared images (or both: visible,infrared).")
+@click.option("--since", default=None,
+              help="With --index: only images captured at or after this ISO 8601 time (2026-12-02T08:00:00Z; UTC "
+                   "unless an offset is given).")
+@click.option("--until", default=None, help="With --index: only images captured at or before this ISO 8601 time.")
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many matches to print and draw.")
 @click.option("--output", type=click.Path(), default=None,
@@ -107,8 +117,8 @@ def export_command(model_path, fmt, output, version, quantize, force, **declared
               help="Gallery images per forward pass.")
 @click.option("--skip-bad-images", is_flag=True,
               help="Leave undecodable gallery files out and report how many (default: stop at the first).")
-def search_command(model_path, query, gallery, index_path, ann, nprobe, top_k, output, batch_size,
-                   skip_bad_images):
+def search_command(model_path, query, gallery, index_path, ann, nprobe, camera, modality, since, until, top_k,
+                   output, batch_size, skip_bad_images):
     """Rank every image under GALLERY against the QUERY image.
 
     Distance: Euclidean distance between L2-normalised embeddings, in [0, 2]; smaller is more
@@ -118,10 +128,13 @@ def search_command(model_path, query, gallery, index_path, ann, nprobe, top_k, o
         raise click.UsageError("pass exactly one of --gallery FOLDER and --index INDEX (--ann needs --index)")
     if nprobe is not None and not ann:
         raise click.UsageError("--nprobe only applies with --ann")
+    if index_path is None and any(v is not None for v in (camera, modality, since, until)):
+        raise click.UsageError("--camera, --modality, --since and --until filter a gallery index: pass --index")
     if output:   # checked before the gallery is embedded
         check_output(output)
     if index_path is not None:
-        result = search_index(model_path, query, index_path, top_k=top_k, ann=ann, nprobe=nprobe)
+        filters = SearchFilter.from_text(camera, modality, since, until)
+        result = search_index(model_path, query, index_path, top_k=top_k, ann=ann, nprobe=nprobe, filters=filters)
     else:
         result = search(model_path, query, gallery, batch_size=batch_size, skip_bad_images=skip_bad_images)
     if result.skipped:

@@ -30,10 +30,9 @@ import numpy as np
 from mpanet_tf.data.image_files import find_images
 from mpanet_tf.errors import BadImageError, DatasetError
 from mpanet_tf.eval.features import extract_features
-from mpanet_tf.index.ann import ann_search
 from mpanet_tf.index.exact import exact_search, unit_rows
 from mpanet_tf.index.fingerprint import model_fingerprint
-from mpanet_tf.index.format import GalleryIndex
+from mpanet_tf.index.store import open_store
 from mpanet_tf.runtimes.embedder import Embedder, load_embedder
 
 
@@ -69,6 +68,8 @@ class SearchResult:
         distances: (G,) float32, ascending.
         skipped: undecodable gallery files left out (with ``skip_bad_images``).
         gallery_size: images in the gallery (more than ``paths`` when only the top-k was ranked).
+        hits: with a gallery index, the :class:`~mpanet_tf.index.store_interface.Hit` of each path
+            (entry id and entry: identity, camera, modality, capture time).
     """
 
     query: Path
@@ -76,6 +77,7 @@ class SearchResult:
     distances: np.ndarray
     skipped: list[Path] = field(default_factory=list)
     gallery_size: int = 0
+    hits: list = field(default_factory=list)
 
     def __post_init__(self):
         self.gallery_size = self.gallery_size or len(self.paths)
@@ -137,27 +139,28 @@ def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = 
     return SearchResult(Path(query), [paths[i] for i in order], distances, skipped)
 
 
-def search_index(model, query, index, top_k: int = 10, ann: bool = False, nprobe: int | None = None) -> SearchResult:
+def search_index(model, query, index, top_k: int = 10, ann: bool = False, nprobe: int | None = None,
+                 filters=None) -> SearchResult:
     """Rank the images of a gallery index (``mpanet-tf index build``) against ``query``, embedding
     only the query.
 
-    Exact by default (:func:`mpanet_tf.index.exact.exact_search` over the memory-mapped rows: the
-    ranking ``search`` returns for the same images); ``ann`` uses the FAISS IVF-PQ candidates
-    (:func:`mpanet_tf.index.ann.ann_search`).
+    ``index`` is any gallery store location (:func:`mpanet_tf.index.store.open_store`: an ``.mpidx``
+    folder, ``milvus:PATH.db``, ``milvus://HOST:PORT/COLLECTION``). Exact by default (the ranking
+    ``search`` returns for the same images); ``ann`` ranks the approximate index's candidates
+    (FAISS IVF-PQ for ``.mpidx``, the collection's IVF/HNSW index for Milvus) by the exact distance.
+    ``filters`` (:class:`~mpanet_tf.index.store_interface.SearchFilter`) restricts the gallery to
+    some cameras, modalities and a capture-time range.
 
     Raises:
         GalleryIndexError: a missing, corrupt, unfinished or foreign index, or one built by another
             model than ``model`` (one line).
     """
-    opened = GalleryIndex.open(index)
-    embedder = model if isinstance(model, Embedder) else load_embedder(model)
-    opened.check_model(model_fingerprint(embedder), embedder.source or "the given model")
-    if opened.count == 0:
-        raise DatasetError(f"gallery index {opened.path} holds no image; add some with `mpanet-tf index add`")
-    query_feature = embed_query(embedder, query)
-    if ann:
-        order, distances = ann_search(opened, query_feature, top_k, nprobe=nprobe)
-    else:
-        order, distances = exact_search(query_feature, opened.embeddings(), top_k=top_k)
-    paths = [Path(opened.entries[i]["path"]) for i in order[0] if i >= 0]
-    return SearchResult(Path(query), paths, distances[0][:len(paths)], gallery_size=opened.count)
+    with open_store(index) as store:
+        embedder = model if isinstance(model, Embedder) else load_embedder(model)
+        store.check_model(model_fingerprint(embedder), embedder.source or "the given model")
+        count = store.count()
+        if count == 0:
+            raise DatasetError(f"gallery index {store.location} holds no image; add some with `mpanet-tf index add`")
+        hits = store.search(embed_query(embedder, query), top_k, filters=filters, ann=ann, nprobe=nprobe)[0]
+    return SearchResult(Path(query), [Path(h.entry["path"]) for h in hits],
+                        np.array([h.distance for h in hits], np.float32), gallery_size=count, hits=hits)

@@ -9,6 +9,9 @@ Format: UTF-8 CSV with a header row naming (in any order; extra columns are igno
                       keeps one name: its visible and infrared images share the camera)
 ``modality``          ``visible`` or ``infrared``
 ``split``             ``train``, ``query`` or ``gallery``
+``time``              optional: when the image was taken, ISO 8601 (``2026-12-02T11:59:12Z``;
+                      UTC unless an offset is given); a gallery index keeps it and
+                      ``search --since/--until`` filter by it (else the file's modification time)
 ====================  =====================================================================
 
 Rules checked when the manifest is read (each violation is one :class:`DatasetError` line naming
@@ -34,6 +37,7 @@ import pathlib
 import posixpath
 from dataclasses import dataclass
 
+from mpanet_tf.data.capture_time import iso_utc, parse_time
 from mpanet_tf.data.records import ImageRecord, is_file, make_record
 from mpanet_tf.errors import DatasetError
 
@@ -54,6 +58,7 @@ class ManifestRow:
     camera: str
     infrared: bool
     split: str
+    time: str | None = None   # the optional time column, as an ISO 8601 UTC string
 
 
 def natural_key(name: str):
@@ -137,7 +142,10 @@ def read_manifest(path) -> list[ManifestRow]:
                 raise DatasetError(f"{where}: image {root / relpath} does not exist; fix the path (relative to "
                                    f"{root}) or delete the row")
             seen[relpath] = line
-            rows.append(ManifestRow(line, relpath, values["person"], values["camera"], modality == "infrared", split))
+            taken = fields[header.index("time")].strip() if "time" in header else ""
+            taken = iso_utc(parse_time(taken, where, DatasetError)) if taken else None
+            rows.append(ManifestRow(line, relpath, values["person"], values["camera"], modality == "infrared", split,
+                                    taken))
     except csv.Error as error:
         raise DatasetError(f"{path}:{reader.line_num} is not valid CSV ({error}); check its quoting") from None
     if not rows:
@@ -210,6 +218,11 @@ class ManifestDataset:
     def camera_name(self, camera: int) -> str:
         """The manifest's name of camera number ``camera``."""
         return self.cameras[int(camera) - 1]
+
+    def capture_times(self) -> dict[str, str]:
+        """{absolute image path: ISO 8601 UTC time} of the rows whose ``time`` column is filled."""
+        return {os.path.abspath(os.path.join(str(self.root), *row.path.split("/"))): row.time
+                for row in self.rows if row.time}
 
     def _records(self, splits: tuple[str, ...]) -> list[ImageRecord]:
         labels = {pid: index for index, pid in enumerate(self.train_ids)}

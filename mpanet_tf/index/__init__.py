@@ -8,6 +8,11 @@
 - :mod:`~mpanet_tf.index.exact`        exact chunked search over the memory-mapped rows
 - :mod:`~mpanet_tf.index.ann`          optional FAISS IVF-PQ search (``pip install 'mpanet-tf[ann]'``)
 - :mod:`~mpanet_tf.index.describe`     ``index info``
+- :mod:`~mpanet_tf.index.store`        ``open_store``: a location -> the gallery store behind it
+- :mod:`~mpanet_tf.index.store_interface`  ``GalleryStore``, ``SearchFilter``, ``Hit``
+- :mod:`~mpanet_tf.index.mpidx_store`  the ``.mpidx`` folder as a store (metadata pre-filter)
+- :mod:`~mpanet_tf.index.milvus_store` Milvus / Milvus Lite as a store (``pip install 'mpanet-tf[milvus]'``)
+- :mod:`~mpanet_tf.index.migrate`      ``index migrate``: copy a gallery between the stores
 """
 
 from mpanet_tf.index.builder import add_to_index, build_index, index_from_features

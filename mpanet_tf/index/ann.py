@@ -121,10 +121,6 @@ def _configure_training(faiss, ann) -> None:
     ivfpq.pq.cp.min_points_per_centroid = 1
 
 
-def _set_nprobe(faiss, ann, nprobe: int) -> None:
-    faiss.extract_index_ivf(ann).nprobe = int(nprobe)
-
-
 def prepare_ann(index: GalleryIndex, params: dict | None = None, seed: int = 0):
     """The FAISS index of ``index``: loaded, trained if missing, extended with rows added since.
 
@@ -158,28 +154,47 @@ def prepare_ann(index: GalleryIndex, params: dict | None = None, seed: int = 0):
     return ann, settings
 
 
+def _search_parameters(faiss, ann, nprobe: int, selected: np.ndarray | None):
+    """FAISS search parameters: ``nprobe`` cells, only the rows ``selected`` (if given), through the PCA."""
+    ivf = faiss.SearchParametersIVF(nprobe=int(nprobe))
+    if selected is not None:
+        ivf.sel = faiss.IDSelectorBatch(np.ascontiguousarray(selected, dtype=np.int64))
+    if not isinstance(ann, faiss.IndexPreTransform):
+        return ivf
+    params = faiss.SearchParametersPreTransform()
+    params.index_params = ivf
+    return params
+
+
 def ann_search(index: GalleryIndex, queries, top_k: int = 10, nprobe: int | None = None, refine: int = 4,
-               prepared=None):
+               prepared=None, selected: np.ndarray | None = None):
     """Approximate top-``top_k`` of ``queries`` (Q, D) or (D,): IVF-PQ candidates, exact re-ranking.
 
     Args:
         nprobe: cells visited per query (default from :func:`ann_parameters`).
         refine: candidates taken per wanted match before the exact re-ranking.
         prepared: a (faiss index, settings) pair from :func:`prepare_ann` to reuse.
+        selected: sorted row numbers the search is restricted to (a metadata pre-filter); None = all.
 
     Returns:
-        (indices (Q, k) int64, distances (Q, k) float32) as :func:`~mpanet_tf.index.exact.exact_search`.
+        (indices (Q, k) int64, distances (Q, k) float32) as :func:`~mpanet_tf.index.exact.exact_search`
+        (-1 / inf where fewer than k candidates were found).
     """
+    faiss = require_faiss()
     ann, settings = prepared or prepare_ann(index)
     queries = unit_rows(queries)
-    k = max(1, min(int(top_k), index.count))
-    _set_nprobe(require_faiss(), ann, nprobe or settings["nprobe"])
-    _, candidates = ann.search(np.ascontiguousarray(queries, dtype=np.float32), min(index.count, refine * k))
+    total = index.count if selected is None else len(selected)
+    k = max(1, min(int(top_k), total))
+    params = _search_parameters(faiss, ann, nprobe or settings["nprobe"], selected)
+    _, candidates = ann.search(np.ascontiguousarray(queries, dtype=np.float32), min(total, refine * k),
+                               params=params)
     rows = index.embeddings()
     indices = np.full((len(queries), k), -1, np.int64)
     distances = np.full((len(queries), k), np.inf, np.float32)
     for q, found in enumerate(candidates):
         found = np.unique(found[found >= 0])  # sorted: the stored order breaks ties, as in the exact search
+        if not len(found):
+            continue
         order, dist = exact_search(queries[q], rows[found], top_k=k)
         indices[q, :order.shape[1]], distances[q, :order.shape[1]] = found[order[0]], dist[0]
     return indices, distances

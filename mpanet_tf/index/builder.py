@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from mpanet_tf import __version__
-from mpanet_tf.errors import ConfigError
+from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import extract_features
 from mpanet_tf.index.exact import unit_rows
 from mpanet_tf.index.fingerprint import model_fingerprint
 from mpanet_tf.index.format import (
-    DTYPES, EMBEDDINGS_FILE, ENTRIES_FILE, FORMAT_NAME, FORMAT_VERSION, META_FILE, GalleryIndex, GalleryIndexError,
+    DTYPES, EMBEDDINGS_FILE, ENTRIES_FILE, ENTRY_KEYS, FORMAT_NAME, FORMAT_VERSION, META_FILE, GalleryIndex,
+    GalleryIndexError,
 )
 from mpanet_tf.index.lock import write_lock
+from mpanet_tf.index.milvus_store import MilvusStore, is_milvus_location
 from mpanet_tf.index.sources import resolve_entries
 from mpanet_tf.io.atomic import atomic_write_json
 from mpanet_tf.io.staging import staging_folder
@@ -43,20 +46,27 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _create(output: Path, fingerprint: str, embedder, dtype: str, batch_size: int) -> None:
-    """Create an empty index at ``output`` (written in a staging folder beside it, then renamed)."""
+def create_index(output: Path, fingerprint: str, embedder, dtype: str, batch_size: int, model: dict | None = None,
+                 image_size=None) -> None:
+    """Create an empty index at ``output`` (written in a staging folder beside it, then renamed).
+
+    The model is described by ``embedder`` (its kind, source and image size) or, for an index
+    copied from another store, by ``model`` (``{"kind", "source"}``) and ``image_size``.
+    """
     with staging_folder(output) as temp:
         (temp / EMBEDDINGS_FILE).touch()
         (temp / ENTRIES_FILE).touch()
-        size = list(embedder.image_size) if getattr(embedder, "image_size", None) else None
-        source = getattr(embedder, "source", None)
+        if embedder is not None or model is None:
+            image_size = getattr(embedder, "image_size", None)
+            source = getattr(embedder, "source", None)
+            model = {"kind": getattr(embedder, "kind", None), "source": os.path.abspath(source) if source else None}
         atomic_write_json(temp / META_FILE, {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "count": 0, "dim": None, "dtype": dtype, "embeddings_bytes": 0, "entries_bytes": 0,
-            "model": {"fingerprint": fingerprint, "kind": getattr(embedder, "kind", None),
-                      "source": os.path.abspath(source) if source else None},
-            "embedding": {"image_size": size, "dim": None, "dtype": dtype, "normalization": "l2",
-                          "distance": "euclidean", "batch_size": int(batch_size), "mpanet_tf_version": __version__},
+            "model": {"kind": model.get("kind"), "source": model.get("source"), "fingerprint": fingerprint},
+            "embedding": {"image_size": list(image_size) if image_size else None, "dim": None, "dtype": dtype,
+                          "normalization": "l2", "distance": "euclidean", "batch_size": int(batch_size),
+                          "mpanet_tf_version": __version__},
             "sources": [], "skipped": [], "pending": None, "created": _now(), "updated": _now(),
         })
         os.rename(temp, output)  # not replace_folder: an index another process just created is kept
@@ -98,7 +108,15 @@ class _Appender:
                         skipped=self.meta["skipped"] + skipped)
 
 
-def _embed_pending(appender: _Appender, embedder, pending: list[dict], batch_size: int, skip_bad_images: bool,
+@contextmanager
+def appender_for(folder):
+    """An :class:`_Appender` of the index at ``folder``, holding its writer lock."""
+    folder = Path(folder)
+    with write_lock(folder):
+        yield _Appender(GalleryIndex.open(folder, allow_pending=True))
+
+
+def _embed_pending(appender, embedder, pending: list[dict], batch_size: int, skip_bad_images: bool,
                    progress: bool) -> None:
     from tqdm.auto import tqdm
 
@@ -110,7 +128,7 @@ def _embed_pending(appender: _Appender, embedder, pending: list[dict], batch_siz
                                       progress=False, skip_bad_images=skip_bad_images)
             features, dropped = result if skip_bad_images else (result, [])
             kept = [e for i, e in enumerate(batch) if i not in set(dropped)]
-            rows = unit_rows(features) if len(kept) else np.zeros((0, appender.meta["dim"] or 0))
+            rows = unit_rows(features) if len(kept) else np.zeros((0, 0))
             appender.append(rows, kept, [batch[i]["path"] for i in dropped])
             bar.update(len(batch))
 
@@ -131,6 +149,61 @@ def _update(folder: Path, embedder, fingerprint: str, entries: list[dict], sourc
     return GalleryIndex.open(folder)
 
 
+class _MilvusAppender:
+    """Appends embedded batches to a Milvus gallery, creating the collection with the first batch
+    (whose rows give the dimension); undecodable images are listed in its ``skipped``."""
+
+    def __init__(self, location: str, store: MilvusStore | None, create: dict):
+        self.location, self.store, self.create, self.skipped = location, store, create, []
+
+    def append(self, rows: np.ndarray, entries: list[dict], skipped: list[str]) -> None:
+        if self.store is None:
+            self.skipped += skipped
+            if not entries:
+                return
+            extra = {**self.create.pop("extra"), "skipped": self.skipped}
+            self.store = MilvusStore.create(self.location, dim=int(rows.shape[1]), extra=extra, **self.create)
+            skipped = []
+        self.store.add(rows, entries)
+        if skipped:
+            self.store.write_meta(skipped=self.store.meta["skipped"] + skipped)
+
+
+def _update_milvus(location: str, embedder, fingerprint: str, entries: list[dict], source: dict, command: str,
+                   dtype: str | None, milvus_index: dict | None, batch_size: int, skip_bad_images: bool,
+                   progress: bool) -> MilvusStore:
+    """``index build`` / ``index add`` on a Milvus gallery: embed the images it does not hold yet."""
+    store = MilvusStore.open(location, writable=True, allow_pending=True, missing_ok=command == "build")
+    known = set()
+    pending_note = {"command": command, "source": source}
+    if store is not None:
+        store.check_model(fingerprint, embedder.source or "the given model")
+        if command == "build" and dtype != store.dtype:
+            raise GalleryIndexError(f"gallery {location} stores {store.dtype}, not {dtype}; pass --dtype "
+                                    f"{store.dtype} to continue it, or another --output")
+        if command == "build" and store.meta["sources"] and source not in store.meta["sources"]:
+            raise GalleryIndexError(f"gallery {location} already exists and was built from another source; add "
+                                    "images to it with `mpanet-tf index add`, or choose another --output")
+        known = {entry["path"] for entry in store.entries()} | set(store.meta["skipped"])
+    pending = [e for e in entries if e["path"] not in known]
+    pending_note["images"] = len(pending)
+    if store is not None:
+        sources = store.meta["sources"] + ([source] if source not in store.meta["sources"] else [])
+        store.write_meta(sources=sources, pending=pending_note)
+    source_path = getattr(embedder, "source", None)
+    appender = _MilvusAppender(location, store, {
+        "fingerprint": fingerprint, "dtype": dtype, "image_size": getattr(embedder, "image_size", None),
+        "model": {"kind": getattr(embedder, "kind", None),
+                  "source": os.path.abspath(source_path) if source_path else None},
+        "index": milvus_index, "extra": {"sources": [source], "pending": pending_note}})
+    _embed_pending(appender, embedder, pending, int(batch_size), skip_bad_images, progress)
+    if appender.store is None:
+        raise DatasetError(f"no image of the source could be embedded ({len(appender.skipped)} undecodable); "
+                           f"{location} was not created")
+    appender.store.write_meta(pending=None)
+    return appender.store
+
+
 def _check_batch(batch_size) -> int:
     if int(batch_size) < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
@@ -139,7 +212,7 @@ def _check_batch(batch_size) -> int:
 
 def build_index(model, output, images=None, dataset=None, data_root=None, split: str = "gallery",
                 trial: int = 1, dtype: str = "float32", batch_size: int = 32, skip_bad_images: bool = False,
-                progress: bool = True, dataset_options: dict | None = None) -> GalleryIndex:
+                progress: bool = True, milvus_index: dict | None = None, dataset_options: dict | None = None):
     """``mpanet-tf index build``: embed every image of one source into a new index at ``output``.
 
     Re-running it on an index it left unfinished continues the build (the same model and source
@@ -147,12 +220,18 @@ def build_index(model, output, images=None, dataset=None, data_root=None, split:
 
     Args:
         model: a model artifact path, :class:`~mpanet_tf.runtimes.embedder.Embedder` or Keras model.
-        output: the index folder (``gallery.mpidx``).
+        output: the index folder (``gallery.mpidx``), or a Milvus gallery (``milvus:PATH.db``,
+            ``milvus://HOST:PORT/COLLECTION``; :mod:`mpanet_tf.index.milvus_store`).
         images: a folder of images (searched recursively); or
         dataset, data_root, split, trial, dataset_options: a dataset split (its
             :class:`~mpanet_tf.data.registry.DatasetSpec`, :func:`~mpanet_tf.index.sources.dataset_entries`).
         dtype: ``"float32"`` or ``"float16"`` storage of the unit embeddings.
         batch_size: images per forward pass and per commit.
+        milvus_index: a Milvus gallery's vector index
+            (:func:`~mpanet_tf.index.milvus_store.index_parameters`; default FLAT, exact).
+
+    Returns:
+        the :class:`GalleryIndex`, or the :class:`~mpanet_tf.index.milvus_store.MilvusStore`.
 
     Raises:
         GalleryIndexError: ``output`` exists but is not an index of this model, dtype and source.
@@ -160,6 +239,16 @@ def build_index(model, output, images=None, dataset=None, data_root=None, split:
     if dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     batch_size = _check_batch(batch_size)
+    if is_milvus_location(output):
+        existing = MilvusStore.open(output, allow_pending=True, missing_ok=True)  # fails before any embedding
+        if existing is not None:
+            existing.close()
+        entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
+        embedder = load_embedder(model)
+        return _update_milvus(output, embedder, model_fingerprint(embedder), entries, source, "build", dtype,
+                              milvus_index, batch_size, skip_bad_images, progress)
+    if milvus_index is not None:
+        raise ConfigError("a Milvus index type applies to a milvus: --output only; .mpidx galleries use --ann")
     output = Path(os.path.expanduser(os.fspath(output)))
     entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
     embedder = load_embedder(model)
@@ -173,20 +262,28 @@ def build_index(model, output, images=None, dataset=None, data_root=None, split:
             raise GalleryIndexError(f"gallery index {output} already exists and was built from another source; "
                                     "add images to it with `mpanet-tf index add`, or choose another --output")
     else:
-        _create(output, fingerprint, embedder, dtype, batch_size)
+        create_index(output, fingerprint, embedder, dtype, batch_size)
     return _update(output, embedder, fingerprint, entries, source, "build", batch_size, skip_bad_images, progress)
 
 
 def add_to_index(index, model, images=None, dataset=None, data_root=None, split: str = "gallery",
                  trial: int = 1, batch_size: int = 32, skip_bad_images: bool = False,
-                 progress: bool = True, dataset_options: dict | None = None) -> GalleryIndex:
+                 progress: bool = True, dataset_options: dict | None = None):
     """``mpanet-tf index add``: append the images of a source that the index does not hold yet
-    (the source as for :func:`build_index`).
+    (``index``: an ``.mpidx`` folder or a ``milvus:`` gallery, as :func:`build_index`'s ``output``;
+    the source as for :func:`build_index`).
 
     Raises:
         GalleryIndexError: not an index, or one built by another model (one line).
     """
     batch_size = _check_batch(batch_size)
+    if is_milvus_location(index):
+        store = MilvusStore.open(index, allow_pending=True)  # validate before any embedding work
+        store.close()
+        entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
+        embedder = load_embedder(model)
+        return _update_milvus(index, embedder, model_fingerprint(embedder), entries, source, "add", None, None,
+                              batch_size, skip_bad_images, progress)
     folder = Path(os.path.expanduser(os.fspath(index)))
     GalleryIndex.open(folder, allow_pending=True)  # validate before any embedding work
     entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
@@ -213,8 +310,8 @@ def index_from_features(output, features, entries: list[dict], fingerprint: str,
     if output.exists():
         raise GalleryIndexError(f"{output} already exists; choose another output")
     chunk_rows = int(chunk_rows or max(1, 2**27 // (8 * max(1, int(features.shape[1])))))
-    _create(output, fingerprint, None, dtype, chunk_rows)
-    full = [{key: entry.get(key) for key in ("path", "person_id", "camera", "modality")} for entry in entries]
+    create_index(output, fingerprint, None, dtype, chunk_rows)
+    full = [{key: entry.get(key) for key in ENTRY_KEYS} for entry in entries]
     with write_lock(output):
         appender = _Appender(GalleryIndex.open(output, allow_pending=True))
         appender.write_meta(sources=[source or {"kind": "features"}])

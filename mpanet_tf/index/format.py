@@ -9,7 +9,8 @@
       embeddings.bin   count x dim L2-normalised embeddings, raw row-major, little-endian float32
                        (or float16): numpy.memmap(path, dtype, "r", shape=(count, dim))
       entries.jsonl    one JSON object per row, in row order: {"path", "person_id", "camera",
-                       "modality"} (identity/camera/modality null when unknown)
+                       "modality", "time"} (null when unknown; "time", the capture time as
+                       ISO 8601 UTC, is absent from indexes written before it was kept)
       ann.faiss, ann.json   the optional FAISS IVF-PQ index of ``search --ann`` and what it covers
       lock             held (flock) by the one process writing the index
 
@@ -37,7 +38,7 @@ EMBEDDINGS_FILE = "embeddings.bin"
 ENTRIES_FILE = "entries.jsonl"
 LOCK_FILE = "lock"
 DTYPES = ("float32", "float16")
-ENTRY_KEYS = ("path", "person_id", "camera", "modality")
+ENTRY_KEYS = ("path", "person_id", "camera", "modality", "time")
 
 
 class GalleryIndexError(MPANetError):
@@ -186,8 +187,13 @@ class GalleryIndex:
 
     def check_model(self, fingerprint: str, model_name) -> None:
         """Refuse (one line) a model whose fingerprint is not the index's."""
-        if fingerprint != self.fingerprint:
-            raise GalleryIndexError(
-                f"gallery index {self.path} was built by another model (fingerprint {self.fingerprint[:19]}..., "
-                f"{self.meta['model'].get('source')}), not by {model_name} ({fingerprint[:19]}...); "
-                "pass the index's model or build an index with this one")
+        check_fingerprint(f"gallery index {self.path}", self.meta["model"], fingerprint, model_name)
+
+
+def check_fingerprint(what: str, model: dict, fingerprint: str, model_name) -> None:
+    """Refuse (one line naming ``what``) a model whose fingerprint is not ``model["fingerprint"]``."""
+    if fingerprint != model["fingerprint"]:
+        raise GalleryIndexError(
+            f"{what} was built by another model (fingerprint {model['fingerprint'][:19]}..., "
+            f"{model.get('source')}), not by {model_name} ({fingerprint[:19]}...); "
+            "pass the index's model or build an index with this one")

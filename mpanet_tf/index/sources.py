@@ -1,10 +1,12 @@
 """What a gallery index is built from: a folder of images, or a split of a dataset.
 
-Each image becomes one entry ``{"path", "person_id", "camera", "modality"}`` with an absolute
-path. A plain folder says nothing about who is in an image: identity, camera and modality are
-null. A dataset split carries its reader's labels (:mod:`mpanet_tf.data.records`): the raw person
-id, the camera, and the record's modality (``"infrared"`` or ``"visible"``); the dataset's
-protocol says which records a split holds.
+Each image becomes one entry ``{"path", "person_id", "camera", "modality", "time"}`` with an
+absolute path. A plain folder says nothing about who is in an image: identity, camera and modality
+are null. A dataset split carries its reader's labels (:mod:`mpanet_tf.data.records`): the raw
+person id, the camera (a manifest's camera name, other datasets' camera number), and the record's
+modality (``"infrared"`` or ``"visible"``); the dataset's protocol says which records a split
+holds. ``time`` is the capture time (:mod:`mpanet_tf.data.capture_time`): a manifest's ``time``
+column where filled, else the file's modification time.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mpanet_tf.data.capture_time import file_time
 from mpanet_tf.data.image_files import find_images
 from mpanet_tf.errors import ConfigError
 
@@ -22,7 +25,8 @@ SPLITS = ("gallery", "query", "train", "all")
 def folder_entries(folder) -> tuple[list[dict], dict]:
     """(entries, source description) of every image under ``folder`` (sorted, as ``search --gallery``)."""
     paths = find_images(folder, "image")
-    entries = [{"path": os.path.abspath(p), "person_id": None, "camera": None, "modality": None} for p in paths]
+    entries = [{"path": os.path.abspath(p), "person_id": None, "camera": None, "modality": None,
+                "time": file_time(p)} for p in paths]
     return entries, {"kind": "folder", "path": os.path.abspath(os.path.expanduser(os.fspath(folder)))}
 
 
@@ -43,9 +47,14 @@ def dataset_entries(dataset, data_root, split: str = "gallery", trial: int = 1,
     protocol = dataset.get_protocol()
     options = {**protocol.option_defaults("index_options"), **(options or {})}
     reader = dataset.load(data_root, trial=dataset.check_split(trial))
-    entries = [{"path": os.path.abspath(r.path), "person_id": int(r.person_id), "camera": int(r.camera),
-                "modality": "infrared" if r.infrared else "visible"}
-               for r in protocol.index_records(reader, split, options)]
+    times = reader.capture_times() if hasattr(reader, "capture_times") else {}
+    camera = reader.camera_name if hasattr(reader, "camera_name") else int
+    entries = []
+    for record in protocol.index_records(reader, split, options):
+        path = os.path.abspath(record.path)
+        entries.append({"path": path, "person_id": int(record.person_id), "camera": camera(record.camera),
+                        "modality": "infrared" if record.infrared else "visible",
+                        "time": times.get(path) or file_time(path)})
     source = {"kind": "dataset", "name": dataset.name, "root": os.fspath(Path(reader.root).absolute()), "split": split}
     if dataset.splits:
         source["trial"] = int(trial)
