@@ -272,13 +272,17 @@ class MPANetConfig:
 
     @classmethod
     def from_json_file(cls, path) -> "MPANetConfig":
+        """Read a ``config.json``: checked as a whole against :func:`config_schema`, then validated;
+        every problem is one :class:`ConfigError` line naming the file and the field."""
+        from mpanet_tf import schemas
+
+        fix = "restore the run's config.json or write it with the train options"
+        data = schemas.read_json_file(path, "config file", ConfigError, fix)
+        schemas.check_document(data, config_schema(), f"config file {path}", ConfigError, fix)
         try:
-            with open(path, encoding="utf-8") as handle:
-                return cls.from_dict(json.load(handle))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"config file {path} is not valid JSON ({error})") from None
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"config file {path}: {error}") from None
 
     # --------------------------------------------------------------- validation
     def validate(self) -> None:
@@ -328,6 +332,8 @@ MIN_IMAGE_SIDE = 32
 MAX_IMAGE_SIDE = 2048
 #: The largest global batch (P x K) a run accepts; the authors train with 128.
 MAX_BATCH_SIZE = 4096
+#: The largest seed (the sampler and augmentation seeds are 32-bit); ``--repeat N`` uses seed..seed+N-1.
+MAX_SEED = 2**32 - 1
 
 # (section, field) -> (kind, low, high, option): the numeric fields, their type ("int" or
 # "float"), their inclusive range (None: unbounded) and the command-line option that sets them.
@@ -354,7 +360,7 @@ _NUMBER_RULES = {
     ("train", "lr"): ("float", 0.0, 1e3, "--lr"),
     ("train", "weight_decay"): ("float", 0.0, 1e3, "--weight-decay"),
     ("train", "gamma"): ("float", 0.0, 1e3, "--gamma"),
-    ("train", "seed"): ("int", 0, 2**32 - 1, "--seed"),
+    ("train", "seed"): ("int", 0, MAX_SEED, "--seed"),
     ("train", "steps_per_epoch"): ("int", 0, None, "--steps-per-epoch"),
     ("train", "eval_every"): ("int", 0, None, "--eval-every"),
     ("train", "save_every_steps"): ("int", 0, None, "--save-every-steps"),
@@ -386,6 +392,25 @@ def _check_numbers(config: "MPANetConfig") -> None:
     for milestone in config.train.milestones:
         if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral) or milestone < 1:
             raise ConfigError(f"--milestones (train.milestones) must be epochs >= 1, got {list(config.train.milestones)}")
+    _check_schedule(config.train)
+
+
+def _check_schedule(train: "TrainConfig") -> None:
+    """:class:`ConfigError` when the MultiStep learning rate ``lr * gamma ** k`` leaves (0, 1e3] or
+    float32 at any epoch of the run (``--gamma 1000`` with many milestones overflowed at epoch 2)."""
+    import numpy as np
+
+    passed = sum(1 for milestone in train.milestones if milestone < train.epochs)
+    high = _NUMBER_RULES[("train", "lr")][2]
+    for k in range(passed + 1):
+        try:
+            value = float(train.lr) * float(train.gamma) ** k
+        except OverflowError:
+            value = float("inf")
+        if not 0.0 < float(np.float32(value)) <= high:
+            raise ConfigError(f"--gamma {train.gamma} with --milestones {','.join(map(str, train.milestones))} "
+                              f"takes the learning rate {train.lr} to {value:.3g} after {k} milestones, outside "
+                              f"(0, {high:g}]; lower --gamma or use fewer milestones")
 
 
 class _Presets(Mapping):
@@ -447,6 +472,21 @@ def parse_image_size(text: str) -> tuple[int, int]:
 # ------------------------------------------------------------- fields, options and --set
 #: The sections of :class:`MPANetConfig`, in order, with their dataclasses.
 SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def config_schema():
+    """The schema (:mod:`mpanet_tf.schemas`) of a ``config.json``: an object of sections, each an
+    object of its fields typed as their defaults (bool, number, string, list of integers); ranges
+    and unknown names are checked afterwards by :meth:`MPANetConfig.from_dict`."""
+    from mpanet_tf import schemas
+
+    kinds = {bool: schemas.boolean(), int: schemas.number(), float: schemas.number(), str: schemas.string(),
+             tuple: schemas.list_of(schemas.integer(), max_length=100_000)}
+    sections = {}
+    for section, klass in SECTIONS.items():
+        fields = {item.name: kinds[type(item.default)] for item in dataclasses.fields(klass)}
+        sections[section] = schemas.mapping({}, fields)
+    return schemas.mapping({}, sections)
 
 
 def config_fields() -> list[tuple[str, dataclasses.Field]]:

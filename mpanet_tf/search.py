@@ -176,11 +176,13 @@ def search_index(model, query, index, top_k: int = 10, ann: bool = False, nprobe
     if opened.count == 0:
         raise DatasetError(f"gallery index {opened.path} holds no image; add some with `mpanet-tf index add`")
     query_feature = embed_query(embedder, query)
+    opened.check_dim(query_feature.shape[-1], embedder.source or "the given model")
     if ann:
         from mpanet_tf.index.ann import ann_search
 
         order, distances = ann_search(opened, query_feature, top_k, nprobe=nprobe)
     else:
-        order, distances = exact_search(query_feature, opened.embeddings(), top_k=top_k)
+        order, distances = exact_search(query_feature, opened.embeddings(), top_k=top_k,
+                                        source=f"gallery index {opened.path}")
     paths = [Path(opened.entries[i]["path"]) for i in order[0] if i >= 0]
     return SearchResult(Path(query), paths, distances[0][:len(paths)], gallery_size=opened.count)
