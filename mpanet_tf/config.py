@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from mpanet_tf import schemas
+from mpanet_tf.data.registry import dataset_names, get_dataset
 from mpanet_tf.errors import ConfigError
 
 MAM_VARIANTS = ("mam", "in", "se")
@@ -274,8 +278,6 @@ class MPANetConfig:
     def from_json_file(cls, path) -> "MPANetConfig":
         """Read a ``config.json``: checked as a whole against :func:`config_schema`, then validated;
         every problem is one :class:`ConfigError` line naming the file and the field."""
-        from mpanet_tf import schemas
-
         fix = "restore the run's config.json or write it with the train options"
         data = schemas.read_json_file(path, "config file", ConfigError, fix)
         schemas.check_document(data, config_schema(), f"config file {path}", ConfigError, fix)
@@ -418,20 +420,14 @@ class _Presets(Mapping):
     (:class:`mpanet_tf.data.registry.DatasetSpec.preset`, defined next to each reader)."""
 
     def __getitem__(self, name):
-        from mpanet_tf.data.registry import dataset_names, get_dataset
-
         if name not in dataset_names():
             raise KeyError(name)
         return get_dataset(name).config_overrides()
 
     def __iter__(self):
-        from mpanet_tf.data.registry import dataset_names
-
         return iter(dataset_names())
 
     def __len__(self):
-        from mpanet_tf.data.registry import dataset_names
-
         return len(dataset_names())
 
 
@@ -478,8 +474,6 @@ def config_schema():
     """The schema (:mod:`mpanet_tf.schemas`) of a ``config.json``: an object of sections, each an
     object of its fields typed as their defaults (bool, number, string, list of integers); ranges
     and unknown names are checked afterwards by :meth:`MPANetConfig.from_dict`."""
-    from mpanet_tf import schemas
-
     kinds = {bool: schemas.boolean(), int: schemas.number(), float: schemas.number(), str: schemas.string(),
              tuple: schemas.list_of(schemas.integer(), max_length=100_000)}
     sections = {}

@@ -22,8 +22,11 @@ and ``entries.jsonl`` in :mod:`mpanet_tf.index.format`, a run's ``config.json`` 
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+import os
+import stat
 
 
 class Violation(Exception):
@@ -165,10 +168,6 @@ def read_json_file(path, what: str, error_type, fix: str, max_bytes: int = MAX_J
     """Parse the JSON file ``path``: only a regular file of at most ``max_bytes`` is read, and every
     failure (missing, a device or pipe, too large, not UTF-8, not JSON, nested too deep) is one
     ``error_type`` line ``"<what> <path> <problem>; <fix>"``. The caller checks the schema."""
-    import json
-    import os
-    import stat
-
     try:
         fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:

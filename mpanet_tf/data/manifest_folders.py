@@ -37,7 +37,7 @@ import random
 from mpanet_tf.data.manifest import COLUMNS, MODALITIES, natural_key, parse_manifest
 from mpanet_tf.data.records import is_image_name
 from mpanet_tf.errors import ConfigError, DatasetError
-from mpanet_tf.run_folder import atomic_write_bytes
+from mpanet_tf.io.atomic import atomic_write_bytes
 
 
 def scan_folders(folder) -> dict[str, dict[str, list[tuple[str, pathlib.Path]]]]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from mpanet_tf import run_folder
+from mpanet_tf.io import locks
 from mpanet_tf.cli.main import cli
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.training import setup
 
 OWN = ["config.json", "run.json", "model.keras", "history.json", ".config.json.k2j4.tmp",
-       ".tmp-4242-model.keras", ".history.json.x.tmp"]
+       ".tmp-4242-model.keras", ".history.json.x.tmp", ".tmp-4242-1a2b3c4d-run.json", ".tmp-7-0f0f0f0f-model.keras"]
 
 
 def _old_run(folder, *foreign):
@@ -53,10 +53,10 @@ def test_force_refuses_beside_foreign_entries_and_deletes_nothing(tmp_path, fore
 
 def test_force_clears_exactly_the_runs_own_entries(tmp_path):
     output = _old_run(tmp_path / "run")
-    (output / run_folder.LOCK_FILE).write_text('{"pid": 1}')
+    (output / locks.LOCK_FILE).write_text('{"pid": 1}')
     assert setup.check_output(output, resume=False, force=True) is None
     setup.clear_run_folder(output)
-    assert _names(output) == [run_folder.LOCK_FILE]
+    assert _names(output) == [locks.LOCK_FILE]
 
 
 def test_clear_never_touches_foreign_entries_even_when_called_directly(tmp_path):
