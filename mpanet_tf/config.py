@@ -400,8 +400,6 @@ def _check_numbers(config: "MPANetConfig") -> None:
 def _check_schedule(train: "TrainConfig") -> None:
     """:class:`ConfigError` when the MultiStep learning rate ``lr * gamma ** k`` leaves (0, 1e3] or
     float32 at any epoch of the run (``--gamma 1000`` with many milestones overflowed at epoch 2)."""
-    import numpy as np
-
     passed = sum(1 for milestone in train.milestones if milestone < train.epochs)
     high = _NUMBER_RULES[("train", "lr")][2]
     for k in range(passed + 1):

@@ -31,7 +31,7 @@ installed as ``mpanet_tf.cli``)::
      v
     run_folder
      v
-    losses | tf_runtime | layers | errors | io
+    losses | tf_runtime | layers | errors | io | schemas
 
 Rules checked on every module of the package and of ``cli/``:
 
@@ -73,7 +73,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("data", "interop"),
     ("run_folder",),
-    ("losses", "tf_runtime", "layers", "errors", "io"),
+    ("losses", "tf_runtime", "layers", "errors", "io", "schemas"),
 ]
 
 #: Third-party packages whose import costs enough (TensorFlow/Keras: seconds; the rest: 0.3-2 s,
