@@ -131,7 +131,7 @@ def _resume_hint(output, repeat) -> str:
 @click.option("--final-eval/--no-final-eval", default=True,
               help="Evaluate the last epoch's model at the end [default: on].")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its newest checkpoint.")
-@click.option("--force", is_flag=True, help="Delete what an earlier run wrote in --output and start over.")
+@click.option("--force", is_flag=True, help="Delete what an earlier run wrote in --output (only its own files) and start over.")
 @click.option("--repeat", type=int, default=1, show_default=True,
               help="Train N runs with seeds seed, seed+1, ... into --output/seed-K/.")
 @click.option("--ablation", default=None, type=click.Choice(list(ABLATIONS)),

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from mpanet_tf import schemas
 from mpanet_tf.data.registry import DatasetSpec, dataset_names, get_dataset
 from mpanet_tf.errors import ConfigError
 
@@ -42,6 +45,8 @@ MIN_IMAGE_SIDE = 32
 MAX_IMAGE_SIDE = 2048
 #: The largest global batch (P x K) a run accepts; the authors train with 128.
 MAX_BATCH_SIZE = 4096
+#: The largest seed (the sampler and augmentation seeds are 32-bit); ``--repeat N`` uses seed..seed+N-1.
+MAX_SEED = 2**32 - 1
 
 
 def _field(default, help: str = "", *, cli: str | None = None, choices=None, default_help=None,
@@ -257,7 +262,7 @@ class TrainConfig:
     milestones: tuple = _field((80, 120), "Epochs after which the LR is multiplied by --gamma", cli="--milestones",
                                parse=parse_milestones)
     gamma: float = _field(0.1, "LR factor at each milestone", cli="--gamma", low=0.0, above=True, high=1e3)
-    seed: int = _field(1, "Seed of the sampler and the augmentation", cli="--seed", low=0, high=2**32 - 1)
+    seed: int = _field(1, "Seed of the sampler and the augmentation", cli="--seed", low=0, high=MAX_SEED)
     steps_per_epoch: int = _field(0, "Cap on iterations per epoch", cli="--steps-per-epoch",
                                   default_help="0 = one full pass of the regenerated sampler", low=0)
     eval_every: int = _field(0, "Evaluate on the test split every N epochs", cli="--eval-every",
@@ -336,13 +341,15 @@ class MPANetConfig:
 
     @classmethod
     def from_json_file(cls, path) -> "MPANetConfig":
+        """Read a ``config.json``: checked as a whole against :func:`config_schema`, then validated;
+        every problem is one :class:`ConfigError` line naming the file and the field."""
+        fix = "restore the run's config.json or write it with the train options"
+        data = schemas.read_json_file(path, "config file", ConfigError, fix)
+        schemas.check_document(data, config_schema(), f"config file {path}", ConfigError, fix)
         try:
-            with open(path, encoding="utf-8") as handle:
-                return cls.from_dict(json.load(handle))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"config file {path} is not valid JSON ({error})") from None
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"config file {path}: {error}") from None
 
     # --------------------------------------------------------------- validation
     def validate(self) -> None:
@@ -407,6 +414,25 @@ def check_numbers(config: "MPANetConfig") -> None:
     for milestone in config.train.milestones:
         if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral) or milestone < 1:
             raise ConfigError(f"--milestones (train.milestones) must be epochs >= 1, got {list(config.train.milestones)}")
+    _check_schedule(config.train)
+
+
+def _check_schedule(train: "TrainConfig") -> None:
+    """:class:`ConfigError` when the MultiStep learning rate ``lr * gamma ** k`` leaves (0, high of
+    ``lr``'s range] or float32 at any epoch of the run (``--gamma 1000`` with many milestones
+    overflowed at epoch 2)."""
+    passed = sum(1 for milestone in train.milestones if milestone < train.epochs)
+    high = next(item for item in dataclasses.fields(TrainConfig) if item.name == "lr").metadata["range"][1]
+    for k in range(passed + 1):
+        try:
+            value = float(train.lr) * float(train.gamma) ** k
+        except OverflowError:
+            value = float("inf")
+        if not 0.0 < float(np.float32(value)) <= high:
+            shown = ",".join(map(str, train.milestones[:6])) + (",..." if len(train.milestones) > 6 else "")
+            raise ConfigError(f"--gamma {train.gamma} with --milestones {shown} "
+                              f"takes the learning rate {train.lr} to {value:.3g} after {k} milestones, outside "
+                              f"(0, {high:g}]; lower --gamma or use fewer milestones")
 
 
 class _Presets(Mapping):
@@ -449,6 +475,19 @@ def _quoted_choices(names) -> str:
 # ------------------------------------------------------------- fields, options and --set
 #: The sections of :class:`MPANetConfig`, in order, with their dataclasses.
 SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def config_schema():
+    """The schema (:mod:`mpanet_tf.schemas`) of a ``config.json``: an object of sections, each an
+    object of its fields typed as their defaults (bool, number, string, list of integers); ranges
+    and unknown names are checked afterwards by :meth:`MPANetConfig.from_dict`."""
+    kinds = {bool: schemas.boolean(), int: schemas.number(), float: schemas.number(), str: schemas.string(),
+             tuple: schemas.list_of(schemas.integer(), max_length=100_000)}
+    sections = {}
+    for section, klass in SECTIONS.items():
+        fields = {item.name: kinds[type(item.default)] for item in dataclasses.fields(klass)}
+        sections[section] = schemas.mapping({}, fields)
+    return schemas.mapping({}, sections)
 
 
 def config_fields() -> list[tuple[str, dataclasses.Field]]:

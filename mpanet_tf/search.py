@@ -32,6 +32,7 @@ from mpanet_tf.errors import BadImageError, DatasetError
 from mpanet_tf.eval.features import extract_features
 from mpanet_tf.index.exact import exact_search, unit_rows
 from mpanet_tf.index.fingerprint import model_fingerprint
+from mpanet_tf.index.format import GalleryIndexError
 from mpanet_tf.index.store import open_store
 from mpanet_tf.runtimes.embedder import Embedder, load_embedder
 
@@ -161,6 +162,11 @@ def search_index(model, query, index, top_k: int = 10, ann: bool = False, nprobe
         count = store.count()
         if count == 0:
             raise DatasetError(f"gallery index {store.location} holds no image; add some with `mpanet-tf index add`")
-        hits = store.search(embed_query(embedder, query), top_k, filters=filters, ann=ann, nprobe=nprobe)[0]
+        query_feature = embed_query(embedder, query)
+        if store.dim is not None and query_feature.shape[-1] != store.dim:
+            raise GalleryIndexError(f"gallery index {store.location} holds {store.dim}-d embeddings but "
+                                    f"{embedder.source or 'the given model'} gives {query_feature.shape[-1]}-d ones; "
+                                    "pass the index's model or rebuild the index")
+        hits = store.search(query_feature, top_k, filters=filters, ann=ann, nprobe=nprobe)[0]
     return SearchResult(Path(query), [Path(h.entry["path"]) for h in hits],
                         np.array([h.distance for h in hits], np.float32), gallery_size=count, hits=hits)

@@ -33,7 +33,7 @@ rest of ``interop``, the weight-file readers ``training`` uses, sits with ``data
      v
     run_folder
      v
-    losses | tf_runtime | layers | errors | io | loss_terms | cli_option | plugins
+    losses | tf_runtime | layers | errors | io | loss_terms | cli_option | plugins | schemas
 
 Rules checked on every module of the package and of ``cli/``:
 
@@ -77,7 +77,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("data", "interop"),
     ("run_folder",),
-    ("losses", "tf_runtime", "layers", "errors", "io", "loss_terms", "cli_option", "plugins"),
+    ("losses", "tf_runtime", "layers", "errors", "io", "loss_terms", "cli_option", "plugins", "schemas"),
 ]
 
 #: Third-party packages whose import costs enough (TensorFlow/Keras: seconds; the rest: 0.3-2 s,

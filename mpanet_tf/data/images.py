@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 import numpy as np
 
@@ -48,6 +49,18 @@ UNDECODABLE = "truncated or not an image"
 #: uint8, which a few parallel pipeline workers can afford. Larger files are refused before any
 #: pixel is allocated (a 100000x100000 header would otherwise ask for 30 GB).
 MAX_PIXELS = 50_000_000
+
+#: Largest image file read at all (bytes), checked with ``stat`` before opening: a 50-megapixel
+#: 16-bit RGB PNG stored without compression (about 300 MB) still fits.
+MAX_FILE_BYTES = 320 * 2**20
+#: A file may hold at most this many bytes per declared pixel (8: 16-bit RGBA, uncompressed) plus
+#: :data:`HEADER_SLACK_BYTES` of metadata (EXIF, ICC profiles, thumbnails); more is not an image
+#: of that size (a 100 MB file with the header of a 64x32 JPEG is refused before decoding).
+MAX_BYTES_PER_PIXEL = 8
+HEADER_SLACK_BYTES = 16 * 2**20
+#: Bytes read first by :func:`read_image_file`: the header (a JPEG's size follows its APP
+#: segments) is checked on them before the rest of the file is read.
+HEAD_BYTES = 256 * 1024
 
 #: Pillow's fixed-point precision of resampling coefficients (libImaging/Resample.c: 32 - 8 - 2).
 PRECISION_BITS = 22
@@ -191,6 +204,89 @@ def _decode_png(data, head):
     return tf.cond(grey16, saturated, lambda: tf.io.decode_png(data, channels=3))
 
 
+def _check_declared(size, height, width, max_pixels: int):
+    """Assertion ops: the declared ``height`` x ``width`` is at most ``max_pixels`` and the file's
+    ``size`` in bytes is plausible for it (:data:`MAX_BYTES_PER_PIXEL`, :data:`HEADER_SLACK_BYTES`)."""
+    import tensorflow as tf
+
+    small = _refuse(height * width <= max_pixels, tf.strings.format(
+        "{}x{} pixels, above the limit of {} megapixels; downscale the file",
+        (width, height, max_pixels // 1_000_000)))
+    plausible = _refuse(size <= MAX_BYTES_PER_PIXEL * height * width + HEADER_SLACK_BYTES, tf.strings.format(
+        "{} bytes for a {}x{} image, far more than such an image holds; re-save the file", (size, width, height)))
+    return [small, plausible]
+
+
+def _header_checker():
+    """One traced function (first bytes, file size) -> () that fails as :func:`decode_image_tensor`
+    would on the header: unknown format, too many pixels, implausible size."""
+    global _HEADER_CHECK
+    if _HEADER_CHECK is None:
+        import tensorflow as tf
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64)], autograph=False)
+        def check(head_bytes, size):
+            head = _header(head_bytes)
+            kind = _kind(head)
+            known = _refuse(tf.not_equal(kind, _OTHER), tf.constant(UNDECODABLE))
+            with tf.control_dependencies([known]):
+                height, width = _declared_size(head_bytes, head, kind)
+            with tf.control_dependencies(_check_declared(size, height, width, MAX_PIXELS)):
+                return tf.constant(True)
+
+        _HEADER_CHECK = check
+    return _HEADER_CHECK
+
+
+_HEADER_CHECK = None
+
+
+def image_file_problem(path) -> str | None:
+    """Why ``path`` cannot be opened as an image, from ``stat`` alone (nothing is read), or None:
+    missing, not a regular file (a folder, a device such as ``/dev/zero``, a pipe that would wait
+    for a writer) or larger than :data:`MAX_FILE_BYTES`."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError) as error:
+        return getattr(error, "strerror", None) or str(error)
+    if not stat.S_ISREG(info.st_mode):
+        return "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, pipe or socket)"
+    if info.st_size > MAX_FILE_BYTES:
+        return f"{info.st_size} bytes, above the limit of {MAX_FILE_BYTES // 2**20} MiB for an image file"
+    return None
+
+
+def read_image_file(path) -> bytes:
+    """The bytes of an image file, read only once its header is checked: a regular file of at most
+    :data:`MAX_FILE_BYTES` (:func:`image_file_problem`, on the opened file); its first
+    :data:`HEAD_BYTES` must declare a known format of at most :data:`MAX_PIXELS` pixels for which
+    the file's size is plausible. A JPEG whose size is not within its first :data:`HEAD_BYTES` is
+    refused as undecodable.
+
+    Raises:
+        BadImageError: naming the file and the reason.
+    """
+    import tensorflow as tf
+
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except (OSError, ValueError) as error:
+        raise BadImageError(path, getattr(error, "strerror", None) or str(error)) from None
+    problem = image_file_problem(fd)
+    if problem:
+        os.close(fd)
+        raise BadImageError(path, problem)
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        head = handle.read(HEAD_BYTES)
+        try:
+            _header_checker()(tf.constant(head), tf.constant(size, tf.int64))
+        except (tf.errors.InvalidArgumentError, ValueError) as error:
+            raise BadImageError(path, decode_error_reason(error)) from None
+        return head + handle.read(MAX_FILE_BYTES)
+
+
 def decode_image_tensor(data, max_pixels: int = MAX_PIXELS):
     """tf string scalar (JPEG/PNG/BMP/GIF bytes) -> uint8 (H, W, 3), PIL's ``convert("RGB")``
     pixels. Graph-safe.
@@ -209,10 +305,8 @@ def decode_image_tensor(data, max_pixels: int = MAX_PIXELS):
                            tf.constant(UNDECODABLE))
     with tf.control_dependencies([complete]):
         height, width = _declared_size(data, head, kind)
-    small = _refuse(height * width <= max_pixels, tf.strings.format(
-        "{}x{} pixels, above the limit of {} megapixels; downscale the file",
-        (width, height, max_pixels // 1_000_000)))
-    with tf.control_dependencies([small]):
+    small = _check_declared(tf.cast(tf.strings.length(data), tf.int64), height, width, max_pixels)
+    with tf.control_dependencies(small):
         image = tf.switch_case(kind, [
             lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
             lambda: _decode_png(data, head),
@@ -398,8 +492,7 @@ def load_image(path, size) -> np.ndarray:
 
     path = os.fspath(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_image_file(path)
     except OSError as error:
         raise BadImageError(path, error.strerror or str(error)) from None
     try:

@@ -30,9 +30,11 @@ the listed ids is an error (a wrong ``--data-root`` or test id file).
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 
+from mpanet_tf.data.contained_paths import contained_relpath
 from mpanet_tf.data.records import (
     ImageRecord, is_file, list_image_names, make_record, read_comma_separated_ids, read_text,
     resolve_root,
@@ -96,7 +98,7 @@ def read_train_list(root: pathlib.Path, path: pathlib.Path) -> list[tuple[str, i
             raise DatasetError(
                 f"malformed line {number} of {path}: {line.strip()[:60]!r}; each line must be "
                 "'<path relative to the LLCM folder> <integer label>'")
-        relpath = tokens[0].replace("\\", "/").lstrip("/")
+        relpath = contained_relpath(tokens[0], f"{path}:{number}", f"the LLCM folder {root}")
         if not is_file(root / relpath):
             raise DatasetError(
                 f"image {root / relpath} listed on line {number} of {path} does not exist; "
@@ -105,6 +107,16 @@ def read_train_list(root: pathlib.Path, path: pathlib.Path) -> list[tuple[str, i
     if not entries:
         raise DatasetError(f"LLCM list file {path} lists no images; {_LIST_HINT}")
     return entries
+
+
+def _folder_names(folder: pathlib.Path) -> frozenset:
+    """Names of the entries of ``folder`` (empty when it does not exist or is not a folder)."""
+    try:
+        return frozenset(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    except OSError as error:
+        raise DatasetError(f"cannot list {folder} ({error.strerror or error}); check its permissions") from None
 
 
 def read_test_ids(path: pathlib.Path) -> list[int]:
@@ -155,11 +167,14 @@ class LLCMDataset:
         if not base.is_dir():
             raise DatasetError(f"LLCM test folder {base} is missing; {_ROOT_HINT}")
         images = {}
+        # One listing per camera folder, so the scan is linear in the files, not ids x cameras stat calls.
+        present = {camera: _folder_names(base / f"cam{camera}") for camera in cameras}
         for pid in self.test_ids:
             for camera in cameras:
-                names = list_image_names(base / f"cam{camera}" / f"{pid:04d}")
-                if names:
-                    images[(pid, camera)] = names
+                if f"{pid:04d}" in present[camera]:
+                    names = list_image_names(base / f"cam{camera}" / f"{pid:04d}")
+                    if names:
+                        images[(pid, camera)] = names
         if not images:
             raise DatasetError(
                 f"no {modality} test image of the ids in {self.root / 'idx' / 'test_id.txt'} under "

@@ -34,10 +34,10 @@ import csv
 import io
 import os
 import pathlib
-import posixpath
 from dataclasses import dataclass
 
 from mpanet_tf.data.capture_time import iso_utc, parse_time
+from mpanet_tf.data.contained_paths import contained_relpath
 from mpanet_tf.data.records import ImageRecord, is_file, make_record
 from mpanet_tf.errors import DatasetError
 
@@ -79,14 +79,6 @@ def _decode(path: pathlib.Path) -> str:
                            "save the manifest as UTF-8") from None
 
 
-def _relpath(value: str):
-    """A '/'-separated normalised relative path, or None for an absolute one."""
-    value = value.replace("\\", "/")
-    if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
-        return None
-    return posixpath.normpath(value)
-
-
 def read_manifest(path) -> list[ManifestRow]:
     """Parse and check every row of a manifest (the per-row rules of the module docstring).
 
@@ -100,8 +92,15 @@ def read_manifest(path) -> list[ManifestRow]:
     if not is_file(path):
         raise DatasetError(f"manifest {path} does not exist; write one with `mpanet-tf manifest --from-folders DIR "
                            "--output FILE` or pass the CSV file as --data-root")
+    return parse_manifest(_decode(path), path)
+
+
+def parse_manifest(text: str, path: pathlib.Path) -> list[ManifestRow]:
+    """The rows of manifest text ``text`` that is (or will be written as) the file ``path``: image
+    paths are relative to ``path``'s folder and must exist there (:func:`read_manifest`'s rules)."""
+    path = pathlib.Path(path)
     root = path.parent
-    reader = csv.reader(io.StringIO(_decode(path), newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
         if header is None:
@@ -132,10 +131,7 @@ def read_manifest(path) -> list[ManifestRow]:
                 raise DatasetError(f"{where} has unknown modality {values['modality']!r}; use visible or infrared")
             if split not in SPLITS:
                 raise DatasetError(f"{where} has unknown split {values['split']!r}; use train, query or gallery")
-            relpath = _relpath(values["path"])
-            if relpath is None:
-                raise DatasetError(f"{where} has an absolute path {values['path']!r}; paths are relative to "
-                                   f"the manifest's folder {root}")
+            relpath = contained_relpath(values["path"], where, f"the manifest's folder {root}")
             if relpath in seen:
                 raise DatasetError(f"{where} repeats path {relpath!r} of line {seen[relpath]}; list each image once")
             if not is_file(root / relpath):

@@ -21,20 +21,23 @@ Split (deterministic for a given set of person names and seed):
    *distractors*; those with query-modality images only are left out. The summary counts both.
 
 Rows are written sorted by (modality, person, file name) with paths relative to the manifest's
-folder, to a temporary file that is renamed into place (never half a manifest).
+folder (so ``--output`` must lie in the tree or a folder above it). The text is checked by the
+manifest reader before anything is written and then written atomically: a failed run leaves no
+file (never half a manifest, nor one the reader would refuse).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import pathlib
 import random
 
-from mpanet_tf.data.manifest import COLUMNS, MODALITIES, natural_key
+from mpanet_tf.data.manifest import COLUMNS, MODALITIES, natural_key, parse_manifest
 from mpanet_tf.data.records import is_image_name
 from mpanet_tf.errors import ConfigError, DatasetError
-from mpanet_tf.io.atomic import atomic_open
+from mpanet_tf.io.atomic import atomic_write_bytes
 
 
 def scan_folders(folder) -> dict[str, dict[str, list[tuple[str, pathlib.Path]]]]:
@@ -44,7 +47,7 @@ def scan_folders(folder) -> dict[str, dict[str, list[tuple[str, pathlib.Path]]]]
         DatasetError: the tree or a modality folder is missing, a file name has no ``_`` after
             its camera, or no image is found.
     """
-    root = pathlib.Path(os.path.expanduser(os.fspath(folder))).absolute()
+    root = tree_root(folder)
     layout = "DIR/visible/<person>/<camera>_<anything>.<ext> and DIR/infrared/<person>/..."
     if not root.is_dir():
         raise DatasetError(f"folder {root} does not exist; pass a folder laid out as {layout}")
@@ -68,6 +71,22 @@ def scan_folders(folder) -> dict[str, dict[str, list[tuple[str, pathlib.Path]]]]
     if not any(tree.values()):
         raise DatasetError(f"no image found under {root}; the tree must hold {layout}")
     return tree
+
+
+def tree_root(folder) -> pathlib.Path:
+    """The absolute folder of a ``--from-folders`` tree (``~`` expanded)."""
+    return pathlib.Path(os.path.expanduser(os.fspath(folder))).absolute()
+
+
+def _write_checked(output: pathlib.Path, rows) -> None:
+    """Write the manifest only once its text passes the reader's checks
+    (:func:`~mpanet_tf.data.manifest.parse_manifest`): a failure leaves no file behind."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(rows)
+    parse_manifest(buffer.getvalue(), output)
+    atomic_write_bytes(output, buffer.getvalue().encode("utf-8"))
 
 
 def _check_options(test_fraction: float, query_modality: str) -> None:
@@ -121,6 +140,9 @@ def write_manifest_from_folders(folder, output, test_fraction: float = 0.3, seed
     role.update({person: "test" for person in test + distractors})
 
     base = output.parent
+    if os.path.relpath(tree_root(folder), base).split(os.sep)[0] == os.pardir:
+        raise ConfigError(f"--output {output} is not inside {tree_root(folder)} or a folder above it; the "
+                          "manifest's image paths must stay under its folder: write it into the tree (DIR/data.csv)")
     rows = []
     for modality in MODALITIES:
         for person in sorted(tree[modality], key=natural_key):
@@ -135,10 +157,7 @@ def write_manifest_from_folders(folder, output, test_fraction: float = 0.3, seed
         raise DatasetError(f"no person under {folder} has images of both modalities; a manifest needs visible "
                            "and infrared images of the same persons")
 
-    with atomic_open(output, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
+    _write_checked(output, rows)
     splits = [row[4] for row in rows]
     return {"output": str(output), "rows": len(rows), "train_persons": len(train), "test_persons": len(test),
             "distractor_persons": len(distractors), "left_out_persons": len(left_out),

@@ -166,7 +166,7 @@ def read_comma_separated_ids(path: pathlib.Path, what: str, hint: str, parse=Non
     """
     parse = parse or parse_positive_int
     text = read_text(path, title or what, hint)
-    ids: list[int] = []
+    ids: dict[int, None] = {}   # insertion-ordered; a set's membership test keeps the parse linear
     for token in text.replace("\r", ",").replace("\n", ",").split(","):
         if not token.strip():
             continue
@@ -176,5 +176,5 @@ def read_comma_separated_ids(path: pathlib.Path, what: str, hint: str, parse=Non
                                "the file must hold comma-separated ids such as 1,2,4")
         if value in ids:
             raise DatasetError(f"{what} {path} lists id {value} twice; remove the duplicate")
-        ids.append(value)
-    return ids
+        ids[value] = None
+    return list(ids)

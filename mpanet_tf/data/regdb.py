@@ -18,6 +18,7 @@ from __future__ import annotations
 import numbers
 import pathlib
 
+from mpanet_tf.data.contained_paths import contained_relpath
 from mpanet_tf.data.records import ImageRecord, is_file, make_record, read_text, resolve_root
 from mpanet_tf.errors import DatasetError
 
@@ -51,13 +52,13 @@ def read_index_list(root: pathlib.Path, path: pathlib.Path) -> list[tuple[str, i
         if not tokens:
             continue
         label = tokens[1].lstrip("-") if len(tokens) == 2 else ""
-        parts = tokens[0].replace("\\", "/").split("/")
+        relpath = contained_relpath(tokens[0], f"{path}:{number}", f"the RegDB folder {root}")
+        parts = relpath.split("/")
         pid = _folder_id(parts[-2]) if len(parts) >= 2 else None
         if not (label.isascii() and label.isdigit()) or pid is None:
             raise DatasetError(
                 f"malformed line {number} of {path}: {line.strip()[:60]!r}; each line must be "
                 "'<Visible|Thermal>/<id>/<file> <integer label>'")
-        relpath = "/".join(parts)
         if not is_file(root / relpath):
             raise DatasetError(
                 f"image {root / relpath} listed on line {number} of {path} does not exist; "

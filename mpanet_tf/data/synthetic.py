@@ -42,14 +42,31 @@ PERM_TRIALS = 10
 _SPLIT, _LOOK, _IMAGE, _PERM, _TRIAL = range(5)
 
 
-def _check(ids: int, min_ids: int, images: int, size) -> tuple[int, int]:
+#: The most identities a synthetic tree may have, and the most images it may hold in all: 10^6
+#: images of 96x48 take about 3 GB and an hour to draw; more is not a test set but a mistake
+#: (``--ids 10**9`` was killed at 24 GB, ``--images-per-camera 10**9`` wrote without end).
+MAX_SYNTH_IDS = 100_000
+MAX_SYNTH_IMAGES = 1_000_000
+
+
+def _check(ids: int, min_ids: int, images: int, size, cells: int = 6) -> tuple[int, int]:
+    """(height, width) once the counts are checked before anything is written: at least
+    ``min_ids`` ids and one image, at most :data:`MAX_SYNTH_IDS` ids and :data:`MAX_SYNTH_IMAGES`
+    images, counting ``ids * images * cells`` (``cells``: the most camera/modality cells an id fills)."""
     if int(ids) < min_ids:
         raise ConfigError(f"the synthetic layout needs at least {min_ids} ids, got {ids}")
+    if int(ids) > MAX_SYNTH_IDS:
+        raise ConfigError(f"--ids must be at most {MAX_SYNTH_IDS}, got {ids}")
     if int(images) < 1:
         raise ConfigError(f"images per camera must be >= 1, got {images}")
     height, width = (int(v) for v in size)
     if height < 32 or width < 16:
         raise ConfigError(f"synthetic image size must be at least 32x16 (HxW), got {height}x{width}")
+    total = int(ids) * int(images) * int(cells)
+    if total > MAX_SYNTH_IMAGES:
+        raise ConfigError(f"--ids {ids} with --images-per-camera {images} would write up to {total:,} images "
+                          f"(about {total * height * width * 3 / 8 / 1e9:,.1f} GB as JPEG), more than the "
+                          f"{MAX_SYNTH_IMAGES:,} a synthetic tree may hold; lower --ids or --images-per-camera")
     return height, width
 
 
@@ -145,7 +162,7 @@ def generate_regdb(out, ids: int = 20, images_per_modality: int = 10, seed: int 
         seed: random seed; the same seed gives byte-identical files.
         size: image size (H, W).
     """
-    height, width = _check(ids, 2, images_per_modality, size)
+    height, width = _check(ids, 2, images_per_modality, size, cells=2)
     root = _prepare(out, REGDB_FOLDERS, overwrite)
     all_ids = list(range(1, int(ids) + 1))
     names = {}

@@ -41,7 +41,7 @@ def generate_camera_folders(out, ids: int = 12, images_per_camera: int = 2, seed
         seed: random seed; the same seed gives byte-identical files.
         size: image size (H, W).
     """
-    height, width = _check(ids, 2, images_per_camera, size)
+    height, width = _check(ids, 2, images_per_camera, size, cells=5)   # up to 3 visible + 2 infrared cameras
     root = _prepare(out, FOLDERS, overwrite)
     for number in range(1, int(ids) + 1):
         person = f"p{number:03d}"

@@ -86,7 +86,7 @@ def generate_llcm(out, ids: int = 24, images_per_camera: int = 2, seed: int = 0,
         seed: random seed; the same seed gives byte-identical files.
         size: image size (H, W).
     """
-    height, width = _check(ids, 2, images_per_camera, size)
+    height, width = _check(ids, 2, images_per_camera, size, cells=len(VISIBLE_CAMERAS) + len(INFRARED_CAMERAS))
     root = _prepare(out, LLCM_FOLDERS, overwrite)
     all_ids = list(range(1, int(ids) + 1))
     order = [int(p) for p in _rng(seed, _SPLIT).permutation(all_ids)]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from mpanet_tf.data.bad_images import image_error
-from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
+from mpanet_tf.data.images import decode_image_tensor, image_file_problem, resize_image_tensor
 from mpanet_tf.data.records import file_name_bytes
 from mpanet_tf.errors import BadImageError, DatasetError
 from mpanet_tf.io.atomic import atomic_open
@@ -159,8 +159,15 @@ def _read_member(archive: zipfile.ZipFile, key: str, path: str, fix: str) -> np.
 
 
 def _check_values(features: "FeatureSet", path: str, fix: str) -> None:
+    """Features must be at least 1-d, finite, and no row all zeros (it has no direction to rank by)."""
     for side in ("query", "gallery"):
         values = getattr(features, f"{side}_features")
+        if values.shape[1] == 0:
+            raise DatasetError(f"feature file {path}: {side}_features has zero-width rows (shape {values.shape}); {fix}")
+        zero = ~np.any(values, axis=1)
+        if zero.any():
+            raise DatasetError(f"feature file {path}: {side}_features has {int(zero.sum())} all-zero rows (first row "
+                               f"{int(np.argmax(zero))}), which cannot be ranked; {fix}")
         if values.size and not np.all(np.isfinite(values)):
             rows = np.unique(np.nonzero(~np.isfinite(values))[0])
             raise DatasetError(f"feature file {path}: {side}_features has NaN or infinite values in "
@@ -198,6 +205,10 @@ def load_features(path) -> FeatureSet:
         if kind not in expected:
             what = {"features": "numbers", "ids": "integers", "cams": "integers", "paths": "text"}[key.split("_", 1)[1]]
             raise DatasetError(f"feature file {path}: {key} must hold {what}, got dtype {arrays[key].dtype}; {fix}")
+    for key in MODALITY_KEYS:
+        if key in arrays and arrays[key].dtype.kind != "b":
+            raise DatasetError(f"feature file {path}: {key} must hold true/false values, got dtype "
+                               f"{arrays[key].dtype}; {fix}")
     features = FeatureSet(**arrays)
     problem = features.problem()
     if problem:
@@ -269,7 +280,10 @@ def extract_features(embed_fn, records, image_size, batch_size: int = 64, progre
 
     with tqdm(total=len(paths), desc="features", unit="img", disable=not progress, leave=False) as bar:
         if paths:
-            for indices, batch, _ in _image_dataset(paths, image_size, batch_size, wants_bytes):
+            # A device, pipe or oversized file is never read: it enters the pipeline as "" (dropped
+            # as missing) and is then named by _bad_image with its reason.
+            readable = ["" if image_file_problem(p) else p for p in paths]
+            for indices, batch, _ in _image_dataset(readable, image_size, batch_size, wants_bytes):
                 indices = indices.numpy()
                 present = set(indices.tolist())
                 handle_missing([i for i in range(expected, int(indices[-1])) if i not in present])

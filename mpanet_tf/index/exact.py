@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpanet_tf.eval.metrics import l2_normalize
+from mpanet_tf.index.format import GalleryIndexError
 
 #: Bytes of float64 gallery rows compared per matrix product.
 CHUNK_BYTES = 64 * 2**20
@@ -34,9 +35,16 @@ def unit_rows(features) -> np.ndarray:
     return l2_normalize(features.reshape(-1, features.shape[-1]), dtype=np.float64)
 
 
-def _chunk_distances(queries: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """(Q, D) float64 queries, (R, D) rows -> (Q, R) float64 Euclidean distances."""
+def _chunk_distances(queries: np.ndarray, block: np.ndarray, start: int = 0, source: str = "the gallery") -> np.ndarray:
+    """(Q, D) float64 queries, (R, D) rows (row ``start`` onwards of ``source``) -> (Q, R) float64
+    Euclidean distances; :class:`GalleryIndexError` for a row holding NaN or inf (a damaged index
+    would otherwise rank nothing, or rank wrongly, without a word)."""
     block = np.asarray(block, dtype=np.float64)
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+        row = start + int(np.argmin(finite))
+        raise GalleryIndexError(f"{source}: row {row} holds NaN or inf, so it cannot be ranked; rebuild the "
+                                "rows (`mpanet-tf index build`) or check the model that embedded them")
     squared = (np.einsum("ij,ij->i", block, block)[None, :] + np.einsum("ij,ij->i", queries, queries)[:, None]
                - 2.0 * (queries @ block.T))
     return np.sqrt(np.maximum(squared, 0.0))
@@ -52,7 +60,8 @@ def _best(indices: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarra
     return indices[order], distances[order]
 
 
-def exact_search(queries, rows, top_k: int | None = None, chunk_rows: int | None = None):
+def exact_search(queries, rows, top_k: int | None = None, chunk_rows: int | None = None,
+                 source: str = "the gallery"):
     """Rank ``rows`` for every query by the Euclidean distance of unit vectors.
 
     Args:
@@ -60,6 +69,7 @@ def exact_search(queries, rows, top_k: int | None = None, chunk_rows: int | None
         rows: (G, D) gallery rows, already L2-normalised (float32 or float16; an array or memmap).
         top_k: matches kept per query (default: all G, i.e. the full ranking).
         chunk_rows: rows per matrix product (default :func:`chunk_rows_for`).
+        source: the rows' origin as messages name it (``"gallery index /x.mpidx"``).
 
     Returns:
         (indices (Q, k) int64 best first, distances (Q, k) float32), k = min(top_k, G). Equal
@@ -75,13 +85,13 @@ def exact_search(queries, rows, top_k: int | None = None, chunk_rows: int | None
     if k == total:  # the full ranking: every distance, one stable sort
         full = np.zeros((len(queries), total), np.float64)
         for start in range(0, total, step):
-            full[:, start:start + step] = _chunk_distances(queries, rows[start:start + step])
+            full[:, start:start + step] = _chunk_distances(queries, rows[start:start + step], start, source)
         order = np.argsort(full, axis=1, kind="stable")
         return order.astype(np.int64), np.take_along_axis(full, order, axis=1).astype(np.float32)
     best = [(np.zeros(0, np.int64), np.zeros(0, np.float64)) for _ in range(len(queries))]
     for start in range(0, total, step):
         stop = min(total, start + step)
-        distances = _chunk_distances(queries, rows[start:stop])
+        distances = _chunk_distances(queries, rows[start:stop], start, source)
         candidates = np.arange(start, stop, dtype=np.int64)
         for q in range(len(queries)):
             kept_i, kept_d = best[q]

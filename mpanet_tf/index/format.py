@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf import schemas as s
 from mpanet_tf.errors import MPANetError
 
 FORMAT_NAME = "mpanet-tf gallery index"
@@ -39,6 +40,34 @@ ENTRIES_FILE = "entries.jsonl"
 LOCK_FILE = "lock"
 DTYPES = ("float32", "float16")
 ENTRY_KEYS = ("path", "person_id", "camera", "modality", "time")
+#: The longest line of ``entries.jsonl`` a reader accepts (a 4096-byte path, JSON-escaped, fits).
+MAX_ENTRY_BYTES = 64 * 1024
+
+_OPTIONAL_TEXT = s.nullable(s.string())
+#: ``meta.json`` as :func:`mpanet_tf.index.builder` writes it (keys it does not name are tolerated).
+META_SCHEMA = s.mapping({
+    "format": s.string(), "format_version": s.integer(1), "count": s.integer(0), "dim": s.nullable(s.integer(1)),
+    "dtype": s.string(DTYPES), "embeddings_bytes": s.integer(0), "entries_bytes": s.integer(0),
+    "model": s.mapping({"fingerprint": s.string()}, {"kind": _OPTIONAL_TEXT, "source": _OPTIONAL_TEXT}),
+    "embedding": s.mapping({"dim": s.nullable(s.integer(1)), "dtype": s.string(DTYPES)},
+                           {"image_size": s.nullable(s.list_of(s.integer(1), 2)),
+                            "normalization": s.string(), "distance": s.string(),
+                            "batch_size": s.integer(1), "mpanet_tf_version": s.string()}),
+    "sources": s.list_of(s.mapping({"kind": s.string()})),
+    "skipped": s.list_of(s.string()),
+    "pending": s.nullable(s.mapping({"command": s.string()}, {"images": s.integer(0)})),
+    "created": s.string(), "updated": s.string(),
+})
+def CAMERA(value, where):
+    """An entry's camera: a dataset's camera number or a manifest's camera name."""
+    (s.string() if isinstance(value, str) else s.integer())(value, where)
+
+
+#: One line of ``entries.jsonl`` (other keys are tolerated). A camera is a dataset's camera number or a
+#: manifest's camera name; ``time`` the capture time (ISO 8601, UTC), absent in older indexes.
+ENTRY_SCHEMA = s.mapping({"path": s.string()}, {
+    "person_id": s.nullable(s.integer()), "camera": s.nullable(CAMERA),
+    "modality": s.nullable(s.string(("visible", "infrared"))), "time": _OPTIONAL_TEXT})
 
 
 class GalleryIndexError(MPANetError):
@@ -72,6 +101,11 @@ def _check_meta(path: Path, meta) -> None:
     model = meta.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("fingerprint"), str):
         raise _refuse(path, f"names no model fingerprint in {META_FILE}")
+    s.check_document(meta, META_SCHEMA, f"gallery index {path} {META_FILE}", GalleryIndexError,
+                     "rebuild the index with `mpanet-tf index build`")
+    if meta["embedding"]["dim"] != dim or meta["embedding"]["dtype"] != dtype:
+        raise _refuse(path, f"is inconsistent: {META_FILE} field embedding says {meta['embedding']['dim']}-d "
+                            f"{meta['embedding']['dtype']}, its dim and dtype {dim}-d {dtype}")
 
 
 def read_meta(path) -> dict:
@@ -84,34 +118,41 @@ def read_meta(path) -> dict:
     if not meta_file.is_file():
         raise GalleryIndexError(f"{path} is not a gallery index (no {META_FILE}); pass a folder written by "
                                 "`mpanet-tf index build`")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise _refuse(path, f"has a corrupt {META_FILE} ({type(error).__name__})") from None
-    except OSError as error:
-        raise GalleryIndexError(f"cannot read {meta_file} ({error.strerror or error})") from None
+    meta = s.read_json_file(meta_file, f"corrupt {META_FILE} of gallery index", GalleryIndexError,
+                            "rebuild it with `mpanet-tf index build`")
     _check_meta(path, meta)
     return meta
 
 
 def _read_entries(path: Path, meta: dict) -> list[dict]:
-    size = meta["entries_bytes"]
+    """The committed lines of ``entries.jsonl``, read line by line in bounded memory: at most
+    :data:`MAX_ENTRY_BYTES` per line, so a huge (or sparse) file is refused, not loaded."""
+    size, count = meta["entries_bytes"], meta["count"]
+    if size > count * MAX_ENTRY_BYTES:
+        raise _refuse(path, f"is corrupt: {META_FILE} field entries_bytes says {size} bytes for {count} images, "
+                            f"more than {MAX_ENTRY_BYTES} bytes an image")
+    entries, used = [], 0
     with open(path / ENTRIES_FILE, "rb") as handle:
-        data = handle.read(size)
-    if len(data) < size:
-        raise _refuse(path, f"is truncated: {ENTRIES_FILE} has {len(data)} of {size} bytes")
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if len(lines) != meta["count"]:
-        raise _refuse(path, f"is corrupt: {ENTRIES_FILE} lists {len(lines)} images for {meta['count']} embeddings")
-    entries = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise _refuse(path, f"is corrupt: line {number} of {ENTRIES_FILE} is not JSON") from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise _refuse(path, f"is corrupt: line {number} of {ENTRIES_FILE} names no image path")
-        entries.append(entry)
+        for number in range(1, count + 1):
+            line = handle.readline(min(MAX_ENTRY_BYTES, size - used))
+            used += len(line)
+            if not line.endswith(b"\n"):
+                if used >= size or len(line) < MAX_ENTRY_BYTES:
+                    problem = (f"is truncated: {ENTRIES_FILE} has {used} of {size} bytes" if used < size else
+                               f"is corrupt: {ENTRIES_FILE} lists {number - 1 + bool(line)} images for {count} "
+                               "embeddings")
+                    raise _refuse(path, problem)
+                raise _refuse(path, f"is corrupt: line {number} of {ENTRIES_FILE} is longer than "
+                                    f"{MAX_ENTRY_BYTES} bytes")
+            try:
+                entry = json.loads(line.decode("utf-8", errors="replace"))
+            except (json.JSONDecodeError, RecursionError, ValueError):
+                raise _refuse(path, f"is corrupt: line {number} of {ENTRIES_FILE} is not JSON") from None
+            s.check_document(entry, ENTRY_SCHEMA, f"gallery index {path} {ENTRIES_FILE} line {number}",
+                             GalleryIndexError, "rebuild the index with `mpanet-tf index build`")
+            entries.append(entry)
+    if used != size:
+        raise _refuse(path, f"is corrupt: {ENTRIES_FILE} lists more than {count} images in its {size} bytes")
     return entries
 
 
@@ -184,6 +225,12 @@ class GalleryIndex:
     def size_on_disk(self) -> int:
         """Bytes of every file in the index folder."""
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    def check_dim(self, dim: int, model_name) -> None:
+        """Refuse (one line) a model whose ``dim``-d embeddings are not the index's."""
+        if self.dim is not None and int(dim) != self.dim:
+            raise GalleryIndexError(f"gallery index {self.path} holds {self.dim}-d embeddings ({META_FILE} field dim) "
+                                    f"but {model_name} gives {int(dim)}-d ones; pass the index's model or rebuild it")
 
     def check_model(self, fingerprint: str, model_name) -> None:
         """Refuse (one line) a model whose fingerprint is not the index's."""

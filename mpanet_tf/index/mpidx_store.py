@@ -85,9 +85,11 @@ class MpidxStore(GalleryStore):
         if ann:
             order, distances = ann_search(self.index, queries, top_k, nprobe=nprobe, selected=selected)
         elif selected is None:
-            order, distances = exact_search(queries, self.index.embeddings(), top_k=top_k)
+            order, distances = exact_search(queries, self.index.embeddings(), top_k=top_k,
+                                            source=f"gallery index {self.index.path}")
         else:
-            order, distances = exact_search(queries, Selection(self.index.embeddings(), selected), top_k=top_k)
+            order, distances = exact_search(queries, Selection(self.index.embeddings(), selected), top_k=top_k,
+                                            source=f"gallery index {self.index.path}")
             order = np.where(order >= 0, selected[np.maximum(order, 0)], -1)
         return hits_from(order, distances, self.entry)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import pickle
 import reprlib
+import sys
 
 import numpy as np
 
@@ -44,6 +45,14 @@ MAX_PICKLE_OPS = 2_000_000
 #: object may nest (a state dict nests 2-4 levels).
 MAX_KEY_NODES = 64
 MAX_DEPTH = 64
+#: Bytes the objects that allowed callables create may take in all (strings, bytes, containers:
+#: ``_codecs.encode``, ``bytearray``, ``tuple``, ``set``, ``OrderedDict``, ...). A state dict's
+#: pickle creates well under 1 MB this way; without a bound, one 20 kB string encoded again and
+#: again grows a 25 kB file to gigabytes. Tensors have their own budget (:func:`tensor_budget`).
+MAX_CREATED_BYTES = 64 << 20
+#: The attributes BUILD may set on an OrderedDict: torch's per-module versions, nothing that would
+#: shadow a dict method (``get``, ``items``) the reader calls later.
+BUILD_ATTRIBUTES = ("_metadata",)
 #: Dimensions of a tensor (torch allows 64 at most).
 MAX_NDIM = 64
 #: Bytes all tensors of a file may take beyond twice the storage bytes read (tensors sharing a
@@ -154,7 +163,7 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
 
     def __init__(self, stream, path, persistent_load=None):
         super().__init__(stream, encoding="latin1")
-        self.path, self._persistent, self.ops = path, persistent_load, 0
+        self.path, self._persistent, self.ops, self.created = path, persistent_load, 0, 0
         # Bound methods, namedtuples and checked builtins only: nothing a BUILD opcode can alter.
         rebuilders = {"_rebuild_tensor": self._rebuild_tensor,
                       "_rebuild_tensor_v2": self._rebuild_tensor,
@@ -235,15 +244,44 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
         if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
             state = state[0]
         if not isinstance(target, collections.OrderedDict) or not isinstance(state, dict) \
-                or not all(type(key) is str and not key.startswith("__") for key in state):
-            raise pickle.UnpicklingError("BUILD of anything but an OrderedDict's attributes")
+                or not all(type(key) is str and key in BUILD_ATTRIBUTES for key in state):
+            names = ", ".join(short_repr(key) for key in list(state)[:3]) if isinstance(state, dict) else ""
+            raise pickle.UnpicklingError(f"BUILD of anything but an OrderedDict's {', '.join(BUILD_ATTRIBUTES)} "
+                                         f"(asked to set {names or short_repr(state)})")
         for key, value in state.items():
             setattr(target, key, value)
+
+    # Every opcode that calls an allowed callable (REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST) charges
+    # what it creates to MAX_CREATED_BYTES.
+    def _charge(self, result):
+        self.created += sys.getsizeof(result)
+        if self.created > MAX_CREATED_BYTES:
+            raise CheckpointError(f"{self.path} is corrupt (its pickle creates more than {MAX_CREATED_BYTES >> 20} "
+                                  "MiB of objects, far more than a state dict); re-download or re-save it")
+        return result
+
+    def load_reduce(self):
+        args = self.stack.pop()
+        self.stack[-1] = self._charge(self.stack[-1](*args))
+
+    def load_newobj(self):
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._charge(cls.__new__(cls, *args)))
+
+    def load_newobj_ex(self):
+        kwargs, args = self.stack.pop(), self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._charge(cls.__new__(cls, *args, **kwargs)))
+
+    def _instantiate(self, klass, args):
+        self.append(self._charge(klass(*args)))
 
     for _code, _load in (("SETITEM", load_setitem), ("SETITEMS", load_setitems),
                          ("DICT", load_dict), ("ADDITEMS", load_additems),
                          ("FROZENSET", load_frozenset), ("APPEND", load_append),
-                         ("APPENDS", load_appends), ("BUILD", load_build)):
+                         ("APPENDS", load_appends), ("BUILD", load_build), ("REDUCE", load_reduce),
+                         ("NEWOBJ", load_newobj), ("NEWOBJ_EX", load_newobj_ex)):
         dispatch[getattr(pickle, _code)[0]] = _load
     for _code in ("BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"):
         dispatch[getattr(pickle, _code)[0]] = _refused

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf import run_folder
+from mpanet_tf import run_folder, schemas
 from mpanet_tf.errors import CheckpointError, TrainingError
 from mpanet_tf.io import atomic
 
@@ -53,6 +53,35 @@ def check_finite_weights(model) -> None:
         if not np.all(np.isfinite(np.asarray(variable.numpy(), dtype=np.float32))):
             raise TrainingError(f"weight {variable.path} became non-finite; the last good checkpoint is kept, "
                                 "lower --lr and resume with --resume")
+
+
+#: A checkpoint's ``state.json`` (:meth:`CheckpointManager.save`; other keys are tolerated).
+STATE_SCHEMA = schemas.mapping(
+    {"format": schemas.string(), "epoch": schemas.integer(1), "step_in_epoch": schemas.integer(0),
+     "global_step": schemas.integer(0)},
+    {"iterations": schemas.integer(0), "epoch_complete": schemas.boolean(),
+     "history": schemas.list_of(schemas.mapping({"epoch": schemas.integer(1)})),
+     "partial_epoch": schemas.nullable(schemas.mapping({}, {
+         "sums": schemas.dict_of(schemas.number()), "count": schemas.integer(0), "seconds": schemas.number(0)})),
+     "weights_file": schemas.string(), "optimizer_iterations": schemas.nullable(schemas.integer(0)),
+     "saved_at": schemas.string()})
+
+
+def read_state(path) -> dict:
+    """A checkpoint's ``state.json``, checked as a whole against :data:`STATE_SCHEMA`.
+
+    Raises:
+        CheckpointError: unreadable, not JSON, of another format, or a field of the wrong kind
+            (one line naming the file and the field).
+    """
+    fix = "delete it (and its .weights.h5) to resume from the previous checkpoint"
+    state = schemas.read_json_file(path, "checkpoint state", CheckpointError, fix)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path} has format {found!r}, expected "
+                              f"{FORMAT!r}; it was not written by this version of mpanet-tf")
+    schemas.check_document(state, STATE_SCHEMA, f"checkpoint state {path}", CheckpointError, fix)
+    return state
 
 
 class CheckpointManager:
@@ -116,14 +145,7 @@ class CheckpointManager:
         if not steps:
             return None
         path = run_folder.checkpoint_paths(self.run_dir, steps[-1])[1]
-        try:
-            state = run_folder.read_json(path)
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"checkpoint state {path} cannot be read ({error}); delete it to "
-                                  "resume from the previous checkpoint") from None
-        if state.get("format") != FORMAT:
-            raise CheckpointError(f"checkpoint {path} has format {state.get('format')!r}, expected "
-                                  f"{FORMAT!r}; it was not written by this version of mpanet-tf")
+        state = read_state(path)
         state["state_path"] = str(path)
         return state
 

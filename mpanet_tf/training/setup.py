@@ -17,6 +17,7 @@ Everything here runs before the trainer writes anything to the run folder, so a 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -73,20 +74,36 @@ def check_output(output: Path, *, resume: bool, force: bool) -> MPANetConfig | N
         raise ConfigError(f"--output {output} is not empty; pass --resume to continue the run in it, --force to "
                           "overwrite it, or choose another folder")
     if force and not is_empty_folder(output):
-        foreign = sorted(p.name for p in output.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+        foreign = sorted(p.name for p in output.iterdir() if not is_run_entry(p.name))
         if foreign:
-            raise ConfigError(f"--force refuses to clear {output}: it holds {foreign[0]!r}, which is not part of "
-                              "a run folder; choose another --output")
+            shown = ", ".join(repr(name) for name in foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                                                    if len(foreign) > 3 else "")
+            raise ConfigError(f"--force refuses to clear {output}: it holds {shown}, not written by a run "
+                              "(--force deletes only a run's own files); move them or choose another --output")
     return None
 
 
+#: Hidden temporaries a run leaves beside its entries when killed mid-write (:mod:`mpanet_tf.io.atomic`):
+#: ``.tmp-<pid>-<random>-<entry>``, and the older ``.<entry>.<random>.tmp`` / ``.tmp-<pid>-<entry>``.
+_ENTRY_NAMES = "|".join(re.escape(name) for name in RUN_ENTRIES)
+_RUN_TEMPORARY = re.compile(rf"\.tmp-\d+-(?:[0-9a-f]+-)?(?:{_ENTRY_NAMES})|\.(?:{_ENTRY_NAMES})\.[^/]*\.tmp")
+
+
+def is_run_entry(name: str) -> bool:
+    """True for what a run writes at the top of its folder (:data:`RUN_ENTRIES`, their temporaries,
+    the lock): the only names ``--force`` deletes. Anything else (``.git/``, ``.env``, notes) is the
+    user's, and ``--force`` refuses to run beside it (:func:`check_output`)."""
+    return name in RUN_ENTRIES or name == locks.LOCK_FILE or bool(_RUN_TEMPORARY.fullmatch(name))
+
+
 def clear_run_folder(output: Path) -> None:
-    """Delete the entries an earlier run wrote in ``output`` (``--force``)."""
+    """Delete the entries an earlier run wrote in ``output`` (``--force``): :func:`is_run_entry`
+    names only, never the lock."""
     if not output.is_dir():
         return
     for entry in output.iterdir():
-        if (entry.name in RUN_ENTRIES or entry.name.startswith(".")) and entry.name != locks.LOCK_FILE:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if is_run_entry(entry.name) and entry.name != locks.LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def merge_resume_config(saved: MPANetConfig, requested: MPANetConfig) -> MPANetConfig:

@@ -35,7 +35,7 @@ from typing import Callable
 import keras
 
 from mpanet_tf import run_folder
-from mpanet_tf.config import MPANetConfig
+from mpanet_tf.config import MAX_SEED, MPANetConfig
 from mpanet_tf.data.bad_images import locate_bad_image
 from mpanet_tf.data.pipeline import DECODE_ERRORS, build_train_dataset
 from mpanet_tf.errors import ConfigError, TrainingError
@@ -387,6 +387,10 @@ def train_repeats(config: MPANetConfig, output_dir, repeat: int, **kwargs) -> li
     after the other (keyword arguments as :func:`train`)."""
     if repeat < 1:
         raise ConfigError(f"--repeat must be >= 1, got {repeat}")
+    if config.train.seed + int(repeat) - 1 > MAX_SEED:
+        raise ConfigError(f"--repeat {repeat} from --seed {config.train.seed} needs seeds up to "
+                          f"{config.train.seed + int(repeat) - 1}, above the largest seed {MAX_SEED}; lower --seed "
+                          "or --repeat")
     output = Path(output_dir)
     if not kwargs.get("resume") and not kwargs.get("force") and not setup.is_empty_folder(output):
         setup.check_output(output, resume=False, force=False)

@@ -313,3 +313,53 @@ def test_backbone_weights_path_must_be_a_regular_file(tmp_path, kind):
     with pytest.raises(CheckpointError, match="is not a regular file") as caught:
         resolve_backbone_weights(str(path), download=False)
     assert str(path) in str(caught.value)
+
+
+# ------------------------------------------------------- issue 26, item 5: the last gaps
+def test_build_shadowing_a_dict_method_is_refused(tmp_path, baseline_bytes):
+    """BUILD setting ``get`` on an OrderedDict made the state-dict search call an int (TypeError)."""
+    data_pkl = (b"\x80\x02ccollections\nOrderedDict\n)R"           # OrderedDict()
+                + b"}" + text("get") + b"K\x01s"                    # {"get": 1}
+                + b"b.")                                            # BUILD
+    path = zip_checkpoint(tmp_path / "shadow.pth", data_pkl)
+    line = assert_refused_in_bounds(path, baseline_bytes, tmp_path, why="BUILD of anything but")
+    assert "'get'" in line
+    with pytest.raises(CheckpointError, match="_metadata"):
+        load_state_dict(path)
+
+
+def test_torch_metadata_is_still_set_by_build(tmp_path):
+    data_pkl = (b"\x80\x02ccollections\nOrderedDict\n)R" + b"}" + text("_metadata") + b"}s" + b"b.")
+    path = zip_checkpoint(tmp_path / "meta.pth", data_pkl)
+    loaded = torch_pickle_load(path)
+    assert loaded == {} and loaded._metadata == {}
+
+
+def torch_pickle_load(path):
+    from mpanet_tf.interop.torch_state import load_object
+
+    return load_object(path)
+
+
+def _amplifying_pickle(copies: int, string_bytes: int = 20_000) -> bytes:
+    """``[_codecs.encode(s, "latin1") for _ in range(copies)]`` of one ``string_bytes`` string: each
+    call makes a new copy, so a file of kilobytes (deflated) asks for copies x string_bytes."""
+    out = b"\x80\x02" + text("a" * string_bytes) + b"q\x01" + b"0"     # BINPUT 1, POP
+    out += b"c_codecs\nencode\nq\x02" + b"0" + text("latin1") + b"q\x03" + b"0"
+    out += b"]" + (b"h\x02h\x01h\x03\x86Ra" * copies) + b"."          # GET GET GET TUPLE2 REDUCE APPEND
+    return out
+
+
+def test_objects_created_by_allowed_callables_are_bounded(tmp_path, baseline_bytes):
+    """150,000 copies of a 20 kB string: 3 GB from a small file, now refused at 64 MiB."""
+    path = zip_checkpoint(tmp_path / "amplify.pth", _amplifying_pickle(150_000), compress=True)
+    assert path.stat().st_size < 100_000
+    assert_refused_in_bounds(path, baseline_bytes, tmp_path, why="MiB of objects")
+
+
+def test_tuple_of_a_long_list_again_and_again_is_bounded(tmp_path, baseline_bytes):
+    """``torch.Size`` (tuple) over one 100,000-item list, 2,000 times: 1.6 GB of tuples."""
+    items = b"(" + b"K\x01" * 100_000 + b"l" + b"q\x01" + b"0"        # MARK, ints, LIST, BINPUT 1, POP
+    calls = b"]" + (b"ctorch\nSize\nh\x01\x85Ra" * 2_000) + b"."      # GLOBAL GET TUPLE1 REDUCE APPEND
+    path = zip_checkpoint(tmp_path / "tuples.pth", b"\x80\x02" + items + calls, compress=True)
+    assert_refused_in_bounds(path, baseline_bytes, tmp_path, why="MiB of objects")
