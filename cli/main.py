@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "prepare_command",
     "manifest_command",
     "index_command",
+    "serve_command",
 )
 
 
