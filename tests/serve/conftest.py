@@ -40,7 +40,8 @@ class Server:
         self.start()
 
     def start(self) -> None:
-        self.log = open(self.folder / f"server-{time.time_ns()}.log", "w+")
+        self.log_file = self.folder / f"server-{time.time_ns()}.log"
+        self.log = open(self.log_file, "w")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
         self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START_TIMEOUT
@@ -57,9 +58,7 @@ class Server:
         raise AssertionError(f"serve did not answer /healthz within {START_TIMEOUT} s:\n{self.output()}")
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        return self.log_file.read_text()
 
     def headers(self, token=None) -> dict:
         token = self.token if token is None else token
