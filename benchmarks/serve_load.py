@@ -72,7 +72,7 @@ def prepare(workdir: Path, image_size: tuple[int, int]) -> tuple[Path, Path, Pat
 def embedder_throughput(model, images: list[bytes], seconds: float) -> float:
     """Images/s of the embedder alone on batches of 32 decoded images."""
     from mpanet_tf.data.images import image_from_bytes
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
 
     embedder = load_embedder(model)
     batch = np.stack([image_from_bytes(images[i % len(images)], embedder.image_size) for i in range(32)])
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
 
     import shutil
 
-    from mpanet_tf.search import find_images
+    from mpanet_tf.data.image_files import find_images
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="serve-load-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import signal
 import socket
@@ -36,6 +37,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from mpanet_tf.data.images import MAX_PIXELS
 from mpanet_tf.errors import BadImageError, ConfigError, MPANetError
 from mpanet_tf.serve.gallery import SearchFilter, parse_time
 from mpanet_tf.serve.security import BodyLimit, TokenGate, check_bind, gallery_file, read_token
@@ -212,8 +214,6 @@ def _thumbnail(file: Path) -> bytes:
     only decoded pixels ever leave the service)."""
     from PIL import Image
 
-    from mpanet_tf.data.images import MAX_PIXELS
-
     try:
         with Image.open(file) as image:
             if image.width * image.height > MAX_PIXELS:
@@ -271,8 +271,6 @@ async def _project_error(request, error: MPANetError):
 
 
 async def _unexpected(request, error: Exception):
-    import logging
-
     logging.getLogger("mpanet_tf.serve").exception("unexpected error on %s", request.url.path)
     return _error(500, "internal error; the service keeps running (see its log)")
 

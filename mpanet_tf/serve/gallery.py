@@ -8,7 +8,7 @@ switches to the shared store by changing one import.
 - Search: exact (:func:`mpanet_tf.index.exact.exact_search` over the memory-mapped rows, the
   ranking of ``search --index``) or ANN (:func:`mpanet_tf.index.ann.ann_search`); a filter selects
   the candidate rows first (in entry-id order, so ties still go to the smaller entry id).
-- Add: under the index's writer lock (:func:`mpanet_tf.index.builder.write_lock`), through the
+- Add: under the index's writer lock (:func:`mpanet_tf.index.lock.write_lock`), through the
   builder's appender: rows and entries appended and fsync'ed, then ``meta.json`` atomically
   replaced. ``meta.json`` says ``pending: serve add`` while rows are appended, so a ``kill -9``
   part-way leaves an index the next writer (a restarted service) cleans: the bytes past the
@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf.index.builder import _Appender, write_lock
+from mpanet_tf.index.ann import ann_search, prepare_ann
+from mpanet_tf.index.builder import _Appender
 from mpanet_tf.index.exact import exact_search
 from mpanet_tf.index.format import ENTRY_KEYS, GalleryIndex, GalleryIndexError, read_meta
+from mpanet_tf.index.lock import write_lock
 
 #: What ``meta.json`` names as the unfinished command while the service appends.
 PENDING = {"command": "serve add"}
@@ -208,8 +210,6 @@ class MpidxStore:
             ((i, d) for i, d in zip(found, dist) if i >= 0), start=1)] for found, dist in zip(order, distances)]
 
     def _ann_search(self, queries, top_k, nprobe, selected):
-        from mpanet_tf.index.ann import ann_search, prepare_ann  # deferred: FAISS is an optional extra
-
         if self._ann is None or self._ann[1]["rows"] != self._index.count:
             self._ann = prepare_ann(self._index)
         if selected is None:

@@ -24,10 +24,10 @@ import numpy as np
 
 from mpanet_tf.data.images import image_from_bytes, image_suffix
 from mpanet_tf.errors import ConfigError
-from mpanet_tf.eval.embedder import Embedder, load_embedder
 from mpanet_tf.index.exact import unit_rows
 from mpanet_tf.index.fingerprint import model_fingerprint
-from mpanet_tf.run_folder import atomic_write_bytes
+from mpanet_tf.io.atomic import atomic_write_bytes
+from mpanet_tf.runtimes.embedder import Embedder, load_embedder
 from mpanet_tf.serve.batching import DynamicBatcher
 from mpanet_tf.serve.gallery import Hit, SearchFilter, open_store
 from mpanet_tf.serve.metrics import Metrics

@@ -113,7 +113,7 @@ def built_index(tmp_path_factory, tiny_run, synth_tree):
 
 @pytest.fixture(scope="session")
 def embedder(tiny_run):
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
 
     return load_embedder(tiny_run)
 
