@@ -59,7 +59,7 @@ def prepare(workdir: Path, image_size: tuple[int, int]) -> tuple[Path, Path, Pat
         config.model.backbone_weights = "none"
         model = build_model(config, num_classes=8)
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(model.config.to_json())
+        (run / "config.json").write_text(config.to_json())
         (run / "run.json").write_text(json.dumps({"num_classes": 8}))
         model.save(run / "model.keras")
     if not tree.is_dir():

@@ -62,7 +62,7 @@ def test_the_page_searches_filters_and_adds(tmp_path, tiny_run, built_index, syn
         browser.find_element(By.CSS_SELECTOR, "#add-modality option[value=visible]").click()
         browser.find_element(By.ID, "add-person").send_keys("1")
         browser.find_element(By.ID, "add-button").click()
-        wait.until(lambda b: f"added entries {count}" in b.find_element(By.ID, "status").text)
+        wait.until(lambda b: b.find_element(By.ID, "add-status").text == f"added entries {count}")
         wait.until(lambda b: shown()[:1] == [count])  # the added copy of the query, now first among visible
         assert shown() == ranking(modality="visible")
 

@@ -121,9 +121,10 @@ async function add(event) {
   }
   if ($("add-time").value) form.append("time", new Date($("add-time").value).toISOString());
   status("adding…");
+  $("add-status").textContent = "";
   try {
     const result = await (await api("/v1/gallery", { method: "POST", body: form })).json();
-    status(`added entries ${result.added.join(", ")}`);
+    $("add-status").textContent = `added entries ${result.added.join(", ")}`;
     $("add-form").reset();
     await loadGallery();
     await search();
