@@ -41,7 +41,8 @@ def randomize_batch_norms(model, seed=0):
 
 def make_embedder(model, variant):
     """variant -> embed(images) -> (N, D) numpy float32."""
-    from mpanet_tf.inference import EmbeddingFunction, embedding_function, fold_batch_norms
+    from mpanet_tf.inference import embedding_function, fold_batch_norms
+    from mpanet_tf.model import EmbeddingFunction
 
     if variant == "predict":
         return lambda images: np.asarray(model.predict_on_batch(images), np.float32)

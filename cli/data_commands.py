@@ -7,10 +7,9 @@ import pathlib
 
 import click
 
-from mpanet_tf.cli.datasets import DatasetChoice, synthesizable_names
+from mpanet_tf.cli.datasets import DatasetChoice, split_option, synthesizable_names
 from mpanet_tf.config import parse_image_size
 from mpanet_tf.data.bad_images import verify_images
-from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.io.output_checks import check_output_folder
 
@@ -26,8 +25,7 @@ def _echo_table(info: dict) -> None:
               help="Which layout to read.")
 @click.option("--data-root", default=None,
               help="Dataset folder [default: datasets/SYSU-MM01 or datasets/RegDB, per --dataset].")
-@click.option("--trial", type=int, default=1, show_default=True,
-              help="RegDB trial 1..10 (the idx/*_{trial}.txt split); ignored for SYSU-MM01.")
+@split_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--verify", is_flag=True,
               help="Decode every image and list the ones that fail (exit code 2 if any).")
@@ -42,10 +40,10 @@ def dataset_info(dataset, data_root, trial, as_json, verify, skip_bad_images):
     visible test image in cameras 1,2,4,5 or 1,2) and whether exp/rand_perm_cam.mat is present.
     RegDB: the four lists of one trial.
     """
-    spec = get_dataset(dataset)
-    data = spec.load(data_root or spec.data_root, trial=trial)
+    spec = dataset
+    data = spec.load(data_root or spec.data_root, trial=spec.check_split(trial))
     counts = data.counts()
-    info = {"dataset": dataset, "root": str(data.root), **{key: counts[key] for key in spec.info_keys}}
+    info = {"dataset": spec.name, "root": str(data.root), **{key: counts[key] for key in spec.info_keys}}
     bad = []
     if verify:
         records = data.all_records()
@@ -93,7 +91,7 @@ def synth(layout, out, ids, images_per_camera, seed, size, force):
     check_output_folder(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"--out {out} is not empty; choose an empty folder or pass --force")
-    spec = get_dataset(layout)
+    spec = layout
     root = spec.synthesize(out, seed=seed, overwrite=force, ids=ids, images=images_per_camera,
                            size=parse_image_size(size) if size is not None else None)
     click.echo(f"wrote a synthetic {spec.title} tree to {root}")

@@ -12,7 +12,6 @@ import sys
 import click
 
 from mpanet_tf.cli.datasets import DatasetChoice, ProtocolOptionsCommand
-from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.eval.artifacts import EvalOptions, evaluate_artifacts
 from mpanet_tf.eval.report import format_table
 from mpanet_tf.io.atomic import atomic_write_json
@@ -46,7 +45,7 @@ def eval_command(**params):
 
     Example: mpanet-tf eval --dataset sysu --data-root datasets/SYSU-MM01 --model runs/sysu --all-settings
     """
-    protocol = get_dataset(params["dataset"]).get_protocol()
+    protocol = params["dataset"].get_protocol()
     options = EvalOptions(
         dataset=params["dataset"], data_root=params["data_root"], protocol=protocol.options_from_cli(params),
         rerank=params["rerank"], all_settings=params["all_settings"], batch_size=params["batch_size"],

@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from mpanet_tf import runtimes
-from mpanet_tf.errors import ExportError, printable
+from mpanet_tf.cli.declared_options import DeclaredOptionsCommand
+from mpanet_tf.errors import printable
 from mpanet_tf.io.output_checks import check_output_folder
-from mpanet_tf.runtimes import format_names, get_runtime
+from mpanet_tf.runtimes.registry import (
+    export_options, format_names, get_runtime, quantized_names, registry_version,
+)
 from mpanet_tf.search import search, search_index
 from mpanet_tf.viz.common import check_output
 from mpanet_tf.viz.ranked_list import draw_ranked_list
@@ -30,9 +33,8 @@ class RuntimeChoice(click.Choice):
         pass
 
 
-def _format_help() -> str:
-    return "; ".join([*(f"{name}: {get_runtime(name).help}" for name in format_names()),
-                      "all: every one of them"]) + "."
+def _runtime_help(names) -> str:
+    return "; ".join(f"{name}: {get_runtime(name).help}" for name in names)
 
 
 def _registered(kind):
@@ -42,49 +44,39 @@ def _registered(kind):
     return names
 
 
-@click.command("export")
+@click.command("export", cls=DeclaredOptionsCommand, after="version", declared=export_options,
+               registry_version=registry_version)
 @click.option("--model", "model_path", required=True, type=click.Path(),
               help="Run folder written by `mpanet-tf train` (its model.keras or newest checkpoint) "
                    "or a .keras file.")
 @click.option("--format", "fmt", type=RuntimeChoice(_registered("format_names"), extra=("all",)),
-              default="savedmodel", show_default=True, help=_format_help())
+              default="savedmodel", show_default=True,
+              help=_runtime_help(format_names()) + "; all: every one of them.")
 @click.option("--output", required=True, type=click.Path(),
               help="The model's base folder, e.g. saved_models/mpanet (TF Serving's model_base_path).")
 @click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True,
               help="Version number: the SavedModel goes to OUTPUT/<version>/ (TF Serving serves the "
                    "highest one), the ONNX file to OUTPUT/onnx/<version>/.")
-@click.option("--opset", type=click.IntRange(min=13), default=None,
-              help="ONNX opset [default: 17].")
 @click.option("--quantize", type=RuntimeChoice(_registered("quantized_names")), default=None,
-              help="Also write a quantised model beside the --format artifacts: int8 = "
-                   "OUTPUT/int8/<version>/model.onnx, ONNX Runtime QDQ int8 with per-channel weights, "
-                   "calibrated on --calibration images.")
-@click.option("--calibration", type=click.Path(), default=None,
-              help="With --quantize: a folder of images of the target data (searched recursively; a "
-                   "dataset root works) that calibrates the activation ranges.")
-@click.option("--calibration-images", type=click.IntRange(min=1), default=None,
-              help="With --quantize: how many --calibration images, evenly spread over the sorted "
-                   "list [default: 64; memory does not grow with N, time does: ~0.15 s per image at 384x128 on 2 cores].")
+              help="Also write a quantised model beside the --format artifacts: "
+                   + _runtime_help(quantized_names()) + ".")
 @click.option("--force", is_flag=True,
               help="Replace an existing OUTPUT/<version>/ or OUTPUT/onnx/<version>/ (refused otherwise).")
-def export_command(model_path, fmt, output, version, opset, quantize, calibration, calibration_images, force):
+def export_command(model_path, fmt, output, version, quantize, force, **declared):
     """Export the test-time embedding for serving.
 
     Both artifacts return `embeddings`, float32 (N, 14336): the BN-neck feature the evaluation
     uses, not L2-normalised. SavedModel inputs: `images` uint8 (N, H, W, 3) of any size
     (serving_default) or `image_bytes` string (N,) JPEG/PNG/BMP files (serve_encoded); both are
     resized exactly as in evaluation. ONNX input: `images` float32 (N, H, W, 3) in [0, 255]
-    already resized to the model's input size. A failed export leaves nothing behind.
+    already resized to the model's input size. A failed export leaves nothing behind. The options
+    after --version are declared by the runtimes that read them.
     """
     from mpanet_tf.export import export_model  # deferred: TensorFlow; --help stays fast
 
     check_output_folder(output, "--output")
-    if (calibration is not None or calibration_images is not None) and quantize is None:
-        raise ExportError("--calibration/--calibration-images only apply with --quantize int8; add it or "
-                          "drop them")
     formats = (fmt,) if quantize is None else (fmt, quantize)
-    written = export_model(model_path, output, formats=formats, version=version, force=force, opset=opset,
-                           calibration=calibration, calibration_images=calibration_images)
+    written = export_model(model_path, output, formats=formats, version=version, force=force, **declared)
     for kind, path in written.items():
         click.echo(f"{kind}: {path}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.cli.datasets import DatasetChoice, ProtocolOptionsCommand, chosen_protocol_options, split_option
 from mpanet_tf.index import add_to_index, build_index
 from mpanet_tf.index.ann import prepare_ann
 from mpanet_tf.index.describe import describe_index
@@ -23,10 +23,8 @@ def _source_options(function):
         click.option("--data-root", default=None, help="Dataset folder for --dataset."),
         click.option("--split", type=click.Choice(["gallery", "query", "train", "all"]), default="gallery",
                      show_default=True, help="Which images of --dataset: the gallery or query side of its test "
-                                             "protocol (SYSU: visible test pool / infrared test images), its training "
-                                             "images, or all."),
-        click.option("--trial", type=click.IntRange(1, 10), default=1, show_default=True,
-                     help="RegDB trial of --split."),
+                                             "protocol, its training images, or all."),
+        split_option("With --dataset: its train/test split"),
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
                      help="Images per forward pass and per commit (an interruption loses at most one batch)."),
         click.option("--skip-bad-images", is_flag=True,
@@ -41,7 +39,7 @@ def index_group():
     """Build, grow and describe a gallery index (embed once, search many times)."""
 
 
-@index_group.command("build")
+@index_group.command("build", cls=ProtocolOptionsCommand, after="trial", attribute="index_options")
 @click.option("--model", "model_path", required=True, type=click.Path(), help=_MODEL_HELP)
 @_source_options
 @click.option("--output", required=True, type=click.Path(), help="The index folder to write, e.g. gallery.mpidx.")
@@ -49,25 +47,31 @@ def index_group():
               help="Storage of the L2-normalised embeddings (float16 halves the size).")
 @click.option("--ann", is_flag=True, help="Also train the FAISS IVF-PQ index of `search --ann` (needs faiss-cpu).")
 def build_command(model_path, images, dataset, data_root, split, trial, batch_size, skip_bad_images, output,
-                  dtype, ann):
+                  dtype, ann, **dataset_options):
     """Embed every image of --images or --dataset into a new index at --output.
 
+    The options after --trial are the datasets' own (they choose among --dataset's images).
     Interrupted (Ctrl-C, kill), the same command continues where it stopped.
     """
+    dataset_options = chosen_protocol_options(dataset, dataset_options, "index_options")
     index = build_index(model_path, output, images=images, dataset=dataset, data_root=data_root, split=split,
-                        trial=trial, dtype=dtype, batch_size=batch_size, skip_bad_images=skip_bad_images)
+                        trial=trial, dtype=dtype, batch_size=batch_size, skip_bad_images=skip_bad_images,
+                        dataset_options=dataset_options)
     _report(index, ann)
 
 
-@index_group.command("add")
+@index_group.command("add", cls=ProtocolOptionsCommand, after="trial", attribute="index_options")
 @click.option("--index", "index_path", required=True, type=click.Path(), help="An index written by `index build`.")
 @click.option("--model", "model_path", required=True, type=click.Path(), help=_MODEL_HELP)
 @_source_options
 @click.option("--ann", is_flag=True, help="Also bring the FAISS index of `search --ann` up to date.")
-def add_command(index_path, model_path, images, dataset, data_root, split, trial, batch_size, skip_bad_images, ann):
+def add_command(index_path, model_path, images, dataset, data_root, split, trial, batch_size, skip_bad_images, ann,
+                **dataset_options):
     """Append the images of --images or --dataset that the index does not hold yet."""
+    dataset_options = chosen_protocol_options(dataset, dataset_options, "index_options")
     index = add_to_index(index_path, model_path, images=images, dataset=dataset, data_root=data_root, split=split,
-                         trial=trial, batch_size=batch_size, skip_bad_images=skip_bad_images)
+                         trial=trial, batch_size=batch_size, skip_bad_images=skip_bad_images,
+                         dataset_options=dataset_options)
     _report(index, ann)
 
 

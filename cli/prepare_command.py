@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.cli.datasets import DatasetChoice, split_option
 from mpanet_tf.config import parse_image_size
 from mpanet_tf.data.cache import default_cache_dir, prepare_cache
-from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.io.output_checks import check_output_folder
 
 
@@ -16,9 +15,7 @@ from mpanet_tf.io.output_checks import check_output_folder
               help="Which dataset layout to read.")
 @click.option("--data-root", default=None,
               help="Dataset folder [default: datasets/SYSU-MM01 or datasets/RegDB, per --dataset].")
-@click.option("--trial", type=int, default=1, show_default=True,
-              help="RegDB trial whose idx lists are read. The RegDB cache holds every image of the "
-                   "dataset (train and test ids of a trial cover all ids), so it serves all 10 trials.")
+@split_option("The split whose lists are read; a dataset whose cache holds every image serves all its splits")
 @click.option("--image-size", default=None,
               help="Network input size HxW [default: 384x128 for sysu, 256x128 for regdb].")
 @click.option("--cache-dir", default=None,
@@ -35,11 +32,11 @@ def prepare(dataset, data_root, trial, image_size, cache_dir, skip_bad_images, n
     """
     import json
 
-    spec = get_dataset(dataset)
+    spec = dataset
     size = parse_image_size(image_size) if image_size else spec.image_size
     if cache_dir:
         check_output_folder(cache_dir, "--cache-dir")
-    data = spec.load(data_root or spec.data_root, trial=trial)
+    data = spec.load(data_root or spec.data_root, trial=spec.check_split(trial))
     records = data.all_records() if spec.cache_all_records else data.train_records()
     target = cache_dir or default_cache_dir(data.root, size)
     path = prepare_cache(records, size, target, progress=not no_progress, skip_bad_images=skip_bad_images)

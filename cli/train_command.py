@@ -1,9 +1,9 @@
 """``mpanet-tf train``: train MPANet on SYSU-MM01 or RegDB into a run folder.
 
 The defaults are the authors' configuration (``MPANetConfig.preset(dataset)``, facts §3); every
-hyper-parameter has an option. The options of config fields (their names, types, choices, help and
-stated defaults) are derived from the config dataclasses (:func:`mpanet_tf.config.cli_fields`), and
-``--set section.field=value`` sets any field. The command only resolves the config and calls
+hyper-parameter has an option. Every option that sets config fields (its name, type, choices,
+parsing, help and stated default) is derived from the config dataclasses
+(:func:`mpanet_tf.config.cli_fields`), and ``--set section.field=value`` sets any field. The command only resolves the config and calls
 :func:`mpanet_tf.training.train` / :func:`~mpanet_tf.training.train_repeats`.
 """
 
@@ -18,10 +18,7 @@ from click.core import ParameterSource
 
 from mpanet_tf import run_folder
 from mpanet_tf.cli.datasets import DatasetChoice
-from mpanet_tf.config import (
-    ABLATIONS, MIXED_PRECISIONS, MPANetConfig, apply_assignments, cli_fields, default_help, parse_image_size,
-    preset_values, show_value,
-)
+from mpanet_tf.config import ABLATIONS, MPANetConfig, apply_assignments, cli_fields, default_help
 from mpanet_tf.data.registry import describe_choices
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.io.output_checks import check_output_folder
@@ -35,38 +32,48 @@ def _option_name(declaration: str) -> str:
 #: option name -> (config section, field) for the options derived from the config's fields
 #: (:func:`mpanet_tf.config.cli_fields`). Only options given on the command line override the
 #: preset (or, with --resume, the run's config.json).
-FIELD_OPTIONS = {_option_name(item.metadata["cli"]): (section, item.name) for section, item in cli_fields()}
+FIELD_OPTIONS = {_option_name(item.metadata["cli"]): (section, item) for section, item in cli_fields()}
+
+
+class FieldOption(click.Option):
+    """The option of a config field; its help states the default when shown (the presets, read from
+    the dataset registry then, not when the CLI is imported)."""
+
+    def __init__(self, *args, section: str, item, **kwargs):
+        self._section, self._item, self._flag = section, item, bool(kwargs.get("is_flag"))
+        super().__init__(*args, **kwargs)
+
+    @property
+    def help(self) -> str:
+        text = self._item.metadata["help"]
+        if not self._flag:
+            text += f" [default: {default_help(self._section, self._item)}]"
+        return text + "."
+
+    @help.setter
+    def help(self, value) -> None:  # click.Option.__init__ assigns it; the field is the source
+        pass
 
 
 def config_field_options(command):
     """Add one option per config field that declares one (``metadata["cli"]``): its type, choices,
-    help and stated default come from the dataclass; the option's default is None ("the preset's")."""
+    help and stated default come from the dataclass; the option's default is None ("the preset's").
+    A field with ``parse`` takes the option's text (``--image-size 384x128``); a flag without
+    ``/`` on a True field (``--single-modality-ce``) sets it False."""
     for section, item in reversed(cli_fields()):
         declaration = item.metadata["cli"]
-        kwargs = {"help": item.metadata["help"], "default": None}
+        kwargs = {"default": None, "cls": FieldOption, "section": section, "item": item}
+        choices = item.metadata.get("cli_choices", item.metadata.get("choices"))
         if isinstance(item.default, bool):
             kwargs["default"] = item.default
             if "/" not in declaration:
-                kwargs["is_flag"] = True
-        elif "choices" in item.metadata:
-            kwargs["type"] = click.Choice(list(item.metadata["choices"]))
-        elif not isinstance(item.default, str):
+                kwargs.update(is_flag=True, flag_value=not item.default)
+        elif choices is not None:
+            kwargs["type"] = click.Choice(list(choices))
+        elif not isinstance(item.default, str) and "parse" not in item.metadata:
             kwargs["type"] = type(item.default)
-        if not kwargs.get("is_flag"):
-            kwargs["help"] += f" [default: {default_help(section, item)}]"
-        kwargs["help"] += "."
         command = click.option(declaration, **kwargs)(command)
     return command
-
-
-def _parse_milestones(text: str) -> tuple:
-    try:
-        values = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
-    except ValueError:
-        raise ConfigError(f"--milestones must be comma-separated epochs such as 80,120, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise ConfigError(f"--milestones must be positive epochs, got {text!r}")
-    return values
 
 
 def _given(ctx, name) -> bool:
@@ -75,17 +82,14 @@ def _given(ctx, name) -> bool:
 
 def _apply_overrides(config, ctx, params):
     data = config.to_dict()
-    for name, (section, field) in FIELD_OPTIONS.items():
+    for name, (section, item) in FIELD_OPTIONS.items():
         if _given(ctx, name):
-            data[section][field] = params[name]
-    if _given(ctx, "image_size"):
-        data["model"]["image_height"], data["model"]["image_width"] = parse_image_size(params["image_size"])
-    if _given(ctx, "milestones"):
-        data["train"]["milestones"] = list(_parse_milestones(params["milestones"]))
-    if _given(ctx, "mixed_precision"):
-        data["train"]["mixed_precision"] = "" if params["mixed_precision"] == "none" else params["mixed_precision"]
-    if params["single_modality_ce"]:
-        data["loss"]["double_modality_ce"] = False
+            value = params[name]
+            if "parse" in item.metadata:
+                value = item.metadata["parse"](value)
+            fields = item.metadata.get("sets", (item.name,))
+            for field, field_value in zip(fields, value if len(fields) > 1 else (value,)):
+                data[section][field] = list(field_value) if isinstance(field_value, tuple) else field_value
     return apply_assignments(MPANetConfig.from_dict(data), params["set_fields"])
 
 
@@ -108,8 +112,9 @@ def resolve_config(ctx, params):
         base = MPANetConfig.preset(params["dataset"])
         if params["ablation"]:
             base = base.with_ablation(params["ablation"])
-    elif params["dataset"] and params["dataset"] != base.data.dataset:
-        raise ConfigError(f"cannot resume: the run in {output} trained on {base.data.dataset}, not {params['dataset']}")
+    elif params["dataset"] and params["dataset"].name != base.data.dataset:
+        raise ConfigError(f"cannot resume: the run in {output} trained on {base.data.dataset}, "
+                          f"not {params['dataset'].name}")
     return _apply_overrides(base, ctx, params)
 
 
@@ -118,29 +123,11 @@ def _resume_hint(output, repeat) -> str:
     return f"mpanet-tf train --output {shlex.quote(str(output))}{extra} --resume"
 
 
-def _preset_default(section: str, name: str) -> str:
-    """``80,120 sysu, 110 regdb``: a field's value in every preset, for an option's help."""
-    return ", ".join(f"{show_value(value)} {preset}" for preset, value in preset_values(section, name).items())
-
-
-def _image_size_default() -> str:
-    """``384x128 sysu, 256x128 regdb``: the presets' input sizes."""
-    heights, widths = preset_values("model", "image_height"), preset_values("model", "image_width")
-    return ", ".join(f"{heights[preset]}x{widths[preset]} {preset}" for preset in heights)
-
-
 @click.command("train")
 @click.option("--dataset", type=DatasetChoice(), default=None,
               help="Dataset and preset (the authors' SYSU.yml / RegDB.yml). Required unless --resume.")
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Run folder (runs/NAME); must be empty unless --resume or --force.")
-@click.option("--image-size", default=None,
-              help=f"Input size HxW [default: the preset's: {_image_size_default()}].")
-@click.option("--milestones", default=None,
-              help=f"Epochs after which the LR is multiplied by --gamma [default: the preset's: "
-                   f"{_preset_default('train', 'milestones')}].")
-@click.option("--mixed-precision", type=click.Choice([p or "none" for p in MIXED_PRECISIONS]), default="none",
-              help="Mixed precision policy (losses stay float32; fp16 uses dynamic loss scaling) [default: none].")
 @click.option("--final-eval/--no-final-eval", default=True,
               help="Evaluate the last epoch's model at the end [default: on].")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its newest checkpoint.")
@@ -149,8 +136,6 @@ def _image_size_default() -> str:
               help="Train N runs with seeds seed, seed+1, ... into --output/seed-K/.")
 @click.option("--ablation", default=None, type=click.Choice(list(ABLATIONS)),
               help="A row of the paper's ablation tables (config.ABLATIONS) [default: the full model].")
-@click.option("--single-modality-ce", is_flag=True,
-              help="Count each modality-specific CE once (the paper's Eq.) instead of twice (the code).")
 @config_field_options
 @click.option("--set", "set_fields", multiple=True, metavar="SECTION.FIELD=VALUE",
               help="Set any config field, e.g. --set loss.normalize_sep=true --set train.milestones=40,60 "
@@ -172,12 +157,12 @@ def train_command(ctx, **params):
 
     check_output_folder(params["output"], "--output")
 
-    from mpanet_tf.training.trainer import TrainingInterrupted, train, train_repeats  # deferred: TensorFlow; --help stays fast
+    from mpanet_tf.training.trainer import TrainingInterrupted, train, train_repeats  # deferred: TensorFlow
 
     quiet = params["quiet"]
     log = (lambda message: None) if quiet else click.echo
     verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
-    kwargs = dict(resume=params["resume"], force=params["force"], verbose=verbose,
+    kwargs = dict(dataset=params["dataset"], resume=params["resume"], force=params["force"], verbose=verbose,
                   final_eval=params["final_eval"] if _given(ctx, "final_eval") else None, log=log, detail_log=click.echo if params["verbose"] else None)
     output, repeat = Path(params["output"]), int(params["repeat"])
     try:

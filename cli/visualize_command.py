@@ -10,7 +10,7 @@ import pathlib
 
 import click
 
-from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.cli.datasets import DatasetChoice, ProtocolOptionsCommand, chosen_protocol_options, split_option
 from mpanet_tf.viz.curves import visualize_curves
 from mpanet_tf.viz.ranks import visualize_ranks
 from mpanet_tf.viz.tsne import visualize_tsne
@@ -33,7 +33,7 @@ def visualize():
     """Draw a picture of a model or a run: ranked lists, pattern maps, t-SNE or training curves."""
 
 
-@visualize.command("ranks")
+@visualize.command("ranks", cls=ProtocolOptionsCommand, after="trial", attribute="visualize_options")
 @click.option("--model", "model_path", required=True, help=_EMBED_HELP)
 @click.option("--dataset", type=DatasetChoice(), default=None,
               help="Rank a protocol's test queries against its gallery (with --data-root).")
@@ -44,25 +44,24 @@ def visualize():
               help="With --query-folder: a folder of gallery images (searched recursively).")
 @click.option("--queries", type=int, default=4, show_default=True, help="Number of queries (rows).")
 @click.option("--top-k", type=int, default=5, show_default=True, help="Gallery images shown per query.")
-@click.option("--mode", type=click.Choice(["all", "indoor"]), default="all", show_default=True,
-              help="SYSU-MM01 gallery cameras: all (1,2,4,5) or indoor (1,2).")
-@click.option("--trial", type=int, default=1, show_default=True, help="RegDB trial 1..10.")
-@click.option("--direction", type=click.Choice(["i2v", "v2i"]), default="i2v", show_default=True,
-              help="RegDB: thermal queries against visible gallery (i2v) or the reverse (v2i).")
+@split_option("With --dataset: its train/test split")
 @click.option("--seed", type=int, default=None,
               help="Pick random queries with this seed [default: evenly spaced over the query list].")
 @click.option("--output", required=True, type=_OUTPUT, help="PNG file to write.")
 @_size_options
-def ranks(model_path, dataset, data_root, query_folder, gallery_folder, queries, top_k, mode, trial,
-          direction, seed, output, width, height):
+def ranks(model_path, dataset, data_root, query_folder, gallery_folder, queries, top_k, trial, seed, output,
+          width, height, **dataset_options):
     """Queries and their top-k gallery images; green border = right identity, red = wrong.
 
-    SYSU-MM01 uses the first trial of the official single-shot gallery (the whole pool when
-    exp/rand_perm_cam.mat is absent) and the same-location camera rule; RegDB one trial's test split.
+    With --dataset, the dataset's protocol chooses the queries, the gallery and the ranking rule
+    (SYSU-MM01: the first trial of the official single-shot gallery of --mode, the whole pool when
+    exp/rand_perm_cam.mat is absent, and the same-location camera rule); the options after
+    --trial are the datasets' own.
     """
+    dataset_options = chosen_protocol_options(dataset, dataset_options, "visualize_options")
     rows = visualize_ranks(model_path, output, dataset=dataset, data_root=data_root, query_folder=query_folder,
-                           gallery_folder=gallery_folder, queries=queries, top_k=top_k, mode=mode, trial=trial,
-                           direction=direction, seed=seed, width=width, height=height)
+                           gallery_folder=gallery_folder, queries=queries, top_k=top_k, trial=trial,
+                           dataset_options=dataset_options, seed=seed, width=width, height=height)
     right = sum(1 for row in rows if row.correct and row.correct[0])
     click.echo(f"wrote {output} ({len(rows)} queries, rank-1 right for {right})")
 
@@ -93,7 +92,7 @@ def patterns(model_path, image_path, scale, output, width, height):
               help="Use this identity (repeatable) instead of a random draw.")
 @click.option("--per-id", type=click.IntRange(min=1), default=10, show_default=True,
               help="At most this many images per identity and modality.")
-@click.option("--trial", type=int, default=1, show_default=True, help="RegDB trial 1..10.")
+@split_option()
 @click.option("--perplexity", type=click.FloatRange(min=0, min_open=True, max=1e6), default=30.0, show_default=True,
               help="t-SNE perplexity (clipped to the number of images - 1).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the identity draw and of t-SNE.")

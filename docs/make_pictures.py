@@ -48,6 +48,7 @@ def shrink(path: Path, limit: int = SHRINK_ABOVE) -> int:
 
 def make_pictures(run, data_root, out="docs/images", dataset: str = "sysu") -> dict[str, int]:
     """Write the four pictures of ``run`` into ``out``; returns {name: bytes}."""
+    from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.data.sysu import SYSUDataset
     from mpanet_tf.model import load_model
     from mpanet_tf.viz.curves import visualize_curves
@@ -58,7 +59,8 @@ def make_pictures(run, data_root, out="docs/images", dataset: str = "sysu") -> d
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(run)   # loaded once, shared by the three model pictures
-    visualize_ranks(model, out / "ranks.png", dataset=dataset, data_root=data_root, queries=3, top_k=6)
+    spec = get_dataset(dataset)
+    visualize_ranks(model, out / "ranks.png", dataset=spec, data_root=data_root, queries=3, top_k=6)
     if dataset == "sysu":
         image = SYSUDataset(data_root).gallery_records("all")[0].path
     else:
@@ -66,7 +68,7 @@ def make_pictures(run, data_root, out="docs/images", dataset: str = "sysu") -> d
 
         image = RegDBDataset(data_root).test_visible()[0].path
     visualize_patterns(model, image, out / "patterns.png")
-    visualize_tsne(model, dataset, data_root, out / "tsne.png", ids=8, per_modality=8)
+    visualize_tsne(model, spec, data_root, out / "tsne.png", ids=8, per_modality=8)
     visualize_curves(run, out / "curves.png")
     return {name: shrink(out / f"{name}.png") for name in NAMES}
 

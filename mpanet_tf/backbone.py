@@ -1,4 +1,4 @@
-"""MPANet's backbone (facts §1.1-1.2): the torchvision ResNet-50 with its last stride and the MAMs.
+"""MPANet's backbone (design.md §1.1-1.2): the torchvision ResNet-50 with its last stride and the MAMs.
 
 The keras-hub "backbone" of the MPANet family: a functional model holding only the feature
 extractor, whose ``get_config`` holds only architecture arguments. The task model around it
@@ -28,7 +28,7 @@ OUTPUT_CHANNELS = PLANES_PER_STAGE[-1] * EXPANSION
 
 @keras.saving.register_keras_serializable(package="mpanet_tf")
 class MPANetBackbone(keras.Model):
-    """torchvision ResNet-50 with MAMs after layer3 and layer4 (facts §1.1-1.2).
+    """torchvision ResNet-50 with MAMs after layer3 and layer4 (design.md §1.1-1.2).
 
     Args:
         last_stride: stride of layer4's first block: 1 (the authors' "drop last stride", output

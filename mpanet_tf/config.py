@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any
 
-from mpanet_tf.data.registry import dataset_names, get_dataset
+from mpanet_tf.data.registry import DatasetSpec, dataset_names, get_dataset
 from mpanet_tf.errors import ConfigError
 
 MAM_VARIANTS = ("mam", "in", "se")
@@ -35,28 +37,76 @@ STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 MIXED_PRECISIONS = ("", "bf16", "fp16")
 
 
-def _field(default, help: str = "", *, cli: str | None = None, choices=None, default_help: str | None = None):
-    """A config field with its description: ``help`` (the CLI option's help), ``cli`` (the option's
-    declaration, e.g. ``"--lr"`` or ``"--jit/--no-jit"``; None = only ``--set``), ``choices`` (the
-    allowed values) and ``default_help`` (how the help states the default, when not the value)."""
-    metadata = {"help": help}
-    if cli is not None:
-        metadata["cli"] = cli
+#: The smallest and largest input side the model accepts (SYSU trains at 384x128).
+MIN_IMAGE_SIDE = 32
+MAX_IMAGE_SIDE = 2048
+#: The largest global batch (P x K) a run accepts; the authors train with 128.
+MAX_BATCH_SIZE = 4096
+
+
+def _field(default, help: str = "", *, cli: str | None = None, choices=None, default_help=None,
+           low=None, high=None, above: bool = False, parse=None, cli_choices=None, sets=None):
+    """A config field with everything said about it, once.
+
+    Args:
+        default: the authors' value.
+        help: the description (the ``train`` option's help, without the default).
+        cli: the ``mpanet-tf train`` option's declaration, e.g. ``"--lr"`` or ``"--jit/--no-jit"``
+            (None: only ``--set``). A flag without ``/`` on a True field sets it False.
+        choices: the allowed values.
+        default_help: how the help states the default when not the value (a string, or a
+            function of nothing returning one).
+        low, high: the inclusive range of a number (None: unbounded); ``above``: strictly above
+            ``low``. Every int and float field has a range (:func:`check_numbers`).
+        parse: the option's text -> the value (a tuple of values with ``sets``); raises
+            :class:`ConfigError` naming the option.
+        cli_choices: the choices the option offers when they are not the values (``parse`` maps them).
+        sets: the fields of the section one option sets (``--image-size``: height and width).
+    """
+    given = {"cli": cli, "default_help": default_help, "parse": parse, "sets": sets}
+    metadata = {"help": help, **{key: value for key, value in given.items() if value is not None}}
     if choices is not None:
         metadata["choices"] = tuple(choices)
-    if default_help is not None:
-        metadata["default_help"] = default_help
+    if cli_choices is not None:
+        metadata["cli_choices"] = tuple(cli_choices)
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        metadata["range"] = (low, high, above)
     return field(default=default, metadata=metadata)
 
-#: The loss terms of the train step in logging order, with their legend labels (facts §2). They
-#: name the step's metrics, the progress bar, every ``history.json`` entry, TensorBoard and the
-#: curves picture; ``sid`` is CE_vis + CE_ir unweighted.
-LOSS_TERMS = {"id": "L_id (shared CE)", "cc": "L_cc (center cluster)", "sep": "L_sep (pattern separation)",
-              "sid": "L_sid (CE_vis + CE_ir)", "kl": "L_KL (mutual mean)"}
-#: The key of the weighted total (Eq. 14 with the code's weights) in logs and history entries.
-TOTAL_LOSS = "loss"
-#: Every loss key of a history entry: the total, then :data:`LOSS_TERMS`.
-LOGGED_LOSSES = (TOTAL_LOSS, *LOSS_TERMS)
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """Parse ``"HxW"`` (e.g. ``"384x128"``) into ``(H, W)``; :class:`ConfigError` otherwise."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"image size must be HxW such as 384x128, got {text!r}")
+    height, width = (int(p) for p in parts)
+    if height < MIN_IMAGE_SIDE or width < MIN_IMAGE_SIDE:
+        raise ConfigError(f"image size must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}, got {text!r}")
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
+        raise ConfigError(f"image size must be at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, got {text!r}")
+    return height, width
+
+
+def parse_milestones(text: str) -> tuple:
+    """``"80,120"`` -> (80, 120); :class:`ConfigError` naming ``--milestones`` otherwise."""
+    try:
+        values = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ConfigError(f"--milestones must be comma-separated epochs such as 80,120, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise ConfigError(f"--milestones must be positive epochs, got {text!r}")
+    return values
+
+
+def parse_mixed_precision(text: str) -> str:
+    """``--mixed-precision none|bf16|fp16`` -> ``""``, ``"bf16"`` or ``"fp16"``."""
+    return "" if text == "none" else text
+
+
+def _image_size_default() -> str:
+    """``the preset's: 384x128 sysu, 256x128 regdb``: the presets' input sizes."""
+    heights, widths = preset_values("model", "image_height"), preset_values("model", "image_width")
+    return "the preset's: " + ", ".join(f"{heights[preset]}x{widths[preset]} {preset}" for preset in heights)
 
 
 @dataclass
@@ -77,14 +127,16 @@ class ModelConfig:
             to a torchvision-layout state dict.
     """
 
-    num_parts: int = 6
-    reduction: int = 16
-    last_stride: int = 1
-    modality_attention: int = 2
+    num_parts: int = _field(6, low=1, high=64)
+    reduction: int = _field(16, low=1, high=2048)
+    last_stride: int = _field(1, low=1, high=2)
+    modality_attention: int = _field(2, low=0, high=2)
     mam_variant: str = _field("mam", choices=MAM_VARIANTS)
     use_pam: bool = True
-    image_height: int = 384
-    image_width: int = 128
+    image_height: int = _field(384, "Input size HxW", cli="--image-size", parse=parse_image_size,
+                               sets=("image_height", "image_width"), default_help=_image_size_default,
+                               low=MIN_IMAGE_SIDE, high=MAX_IMAGE_SIDE)
+    image_width: int = _field(128, low=MIN_IMAGE_SIDE, high=MAX_IMAGE_SIDE)
     backbone_weights: str = _field(
         "imagenet", "ResNet-50 init: imagenet (torchvision resnet50-19c8e357.pth, cached or downloaded), none "
         "(random) or the path of a torchvision-layout .pth", cli="--backbone-weights")
@@ -119,16 +171,17 @@ class LossConfig:
             False updates after the step.
     """
 
-    weight_sep: float = _field(0.5, "Weight of the separation loss", cli="--weight-sep")
-    margin: float = _field(0.7, "Centre-cluster push margin rho", cli="--margin")
+    weight_sep: float = _field(0.5, "Weight of the separation loss", cli="--weight-sep", low=0.0)
+    margin: float = _field(0.7, "Centre-cluster push margin rho", cli="--margin", low=0.0)
     weight_sid: float = _field(0.5, "Weight of each modality-specific CE, counted twice as in the authors' code",
-                               cli="--weight-sid")
-    weight_kl: float = _field(2.5, "Weight of the mutual-mean KL loss", cli="--weight-kl")
-    update_rate: float = _field(0.2, "EMA rate of the mean classifiers", cli="--update-rate")
-    ema_decay_epoch: int = 100
+                               cli="--weight-sid", low=0.0)
+    weight_kl: float = _field(2.5, "Weight of the mutual-mean KL loss", cli="--weight-kl", low=0.0)
+    update_rate: float = _field(0.2, "EMA rate of the mean classifiers", cli="--update-rate", low=0.0, high=1.0)
+    ema_decay_epoch: int = _field(100, low=0)
     use_cc: bool = True
     use_ml: bool = True
-    double_modality_ce: bool = True
+    double_modality_ce: bool = _field(True, "Count each modality-specific CE once (the paper's Eq.) instead of twice "
+                                      "(the code)", cli="--single-modality-ce")
     kl_grad_side: str = _field("specific", choices=KL_GRAD_SIDES)
     normalize_sep: bool = False
     ema_before_step: bool = True
@@ -141,7 +194,8 @@ class DataConfig:
     Attributes:
         dataset: a registered dataset (``"sysu"``, ``"regdb"``; :mod:`mpanet_tf.data.registry`).
         data_root: dataset folder (``datasets/SYSU-MM01`` or ``datasets/RegDB`` by default).
-        trial: RegDB trial 1..10.
+        trial: the train/test split of a dataset that ships several (``DatasetSpec.splits``,
+            RegDB's 1..10); 1 for the others.
         batch_ids: P identities per batch.
         images_per_id: K images per identity (K/2 infrared + K/2 visible).
         flip_prob: horizontal flip probability.
@@ -155,14 +209,16 @@ class DataConfig:
 
     dataset: str = "sysu"
     data_root: str = _field("", "Dataset folder", cli="--data-root")
-    trial: int = _field(1, "RegDB trial 1..10 (train and test split)", cli="--trial")
-    batch_ids: int = _field(16, "P identities per batch", cli="--batch-ids")
-    images_per_id: int = _field(8, "K images per identity, half infrared", cli="--images-per-id")
-    flip_prob: float = 0.5
-    pad: int = 10
+    trial: int = _field(1, "The dataset's train/test split, for a dataset that ships several (its range: "
+                        "mpanet-tf dataset-info --help)", cli="--trial", low=1)
+    batch_ids: int = _field(16, "P identities per batch", cli="--batch-ids", low=2, high=MAX_BATCH_SIZE)
+    images_per_id: int = _field(8, "K images per identity, half infrared", cli="--images-per-id", low=2,
+                                high=MAX_BATCH_SIZE)
+    flip_prob: float = _field(0.5, low=0.0, high=1.0)
+    pad: int = _field(10, low=0, high=512)
     pad_fill: str = _field("grey", "Pad colour before the random crop: grey (127,127,127) or red (127,0,0), what "
                            "the authors' torchvision 0.4 produced", cli="--pad-fill", choices=PAD_FILLS)
-    erase_prob: float = 0.5
+    erase_prob: float = _field(0.5, low=0.0, high=1.0)
     erase_aspect: str = _field("uniform", choices=ERASE_ASPECTS)
     cache: str = _field("", "Image cache folder written by `mpanet-tf prepare`", cli="--cache",
                         default_help="none")
@@ -194,22 +250,26 @@ class TrainConfig:
         sync_bn_neck: synchronise the BN-neck statistics across replicas.
     """
 
-    epochs: int = _field(140, "Epochs", cli="--epochs")
-    lr: float = _field(3.5e-4, "Adam learning rate", cli="--lr")
+    epochs: int = _field(140, "Epochs", cli="--epochs", low=1, high=100_000)
+    lr: float = _field(3.5e-4, "Adam learning rate", cli="--lr", low=0.0, above=True, high=1e3)
     weight_decay: float = _field(5e-4, "Coupled L2 weight decay, as PyTorch Adam's (added to the gradients)",
-                                 cli="--weight-decay")
-    milestones: tuple = (80, 120)
-    gamma: float = _field(0.1, "LR factor at each milestone", cli="--gamma")
-    seed: int = _field(1, "Seed of the sampler and the augmentation", cli="--seed")
+                                 cli="--weight-decay", low=0.0, high=1e3)
+    milestones: tuple = _field((80, 120), "Epochs after which the LR is multiplied by --gamma", cli="--milestones",
+                               parse=parse_milestones)
+    gamma: float = _field(0.1, "LR factor at each milestone", cli="--gamma", low=0.0, above=True, high=1e3)
+    seed: int = _field(1, "Seed of the sampler and the augmentation", cli="--seed", low=0, high=2**32 - 1)
     steps_per_epoch: int = _field(0, "Cap on iterations per epoch", cli="--steps-per-epoch",
-                                  default_help="0 = one full pass of the regenerated sampler")
+                                  default_help="0 = one full pass of the regenerated sampler", low=0)
     eval_every: int = _field(0, "Evaluate on the test split every N epochs", cli="--eval-every",
-                             default_help="0 = only the last epoch's model")
+                             default_help="0 = only the last epoch's model", low=0)
     save_every_steps: int = _field(0, "Also checkpoint every N steps", cli="--save-every-steps",
-                                   default_help="0 = at epoch ends only")
+                                   default_help="0 = at epoch ends only", low=0)
     strategy: str = _field("auto", "Distribution: auto = mirrored over all GPUs when >1, else one device; "
                            "multi-worker reads TF_CONFIG", cli="--strategy", choices=STRATEGIES)
-    mixed_precision: str = _field("", choices=MIXED_PRECISIONS)
+    mixed_precision: str = _field("", "Mixed precision policy (losses stay float32; fp16 uses dynamic loss scaling)",
+                                  cli="--mixed-precision", choices=MIXED_PRECISIONS,
+                                  cli_choices=[p or "none" for p in MIXED_PRECISIONS], parse=parse_mixed_precision,
+                                  default_help="none")
     jit: bool = _field(False, "Compile the train step with XLA", cli="--jit/--no-jit", default_help="off")
     sync_bn_neck: bool = _field(False, "Synchronise the BN-neck batch statistics across replicas",
                                 cli="--sync-bn-neck/--no-sync-bn-neck", default_help="off")
@@ -226,11 +286,14 @@ class MPANetConfig:
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def preset(cls, name: str) -> "MPANetConfig":
-        """The authors' configuration for ``"sysu"`` or ``"regdb"`` (any registered dataset)."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls.from_dict(PRESETS[name])
+    def preset(cls, dataset) -> "MPANetConfig":
+        """The authors' configuration for a dataset: its :class:`~mpanet_tf.data.registry.DatasetSpec`
+        or registered name (``"sysu"``, ``"regdb"``, ...)."""
+        if isinstance(dataset, DatasetSpec):
+            return cls.from_dict(dataset.config_overrides())
+        if dataset not in PRESETS:
+            raise ConfigError(f"unknown preset {dataset!r}; choose one of {sorted(PRESETS)}")
+        return cls.from_dict(PRESETS[dataset])
 
     def with_ablation(self, name: str) -> "MPANetConfig":
         """A copy with one of the paper's ablation settings (see :data:`ABLATIONS`)."""
@@ -285,33 +348,20 @@ class MPANetConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid value.
 
-        Every numeric field is checked for its type, for being finite and for its range before
-        anything is built or written, so a run never starts with a value that would fail (or
-        silently do nothing) later.
+        Every numeric field is checked for its type, for being finite and for the range its field
+        declares (:func:`check_numbers`) before anything is built or written, so a run never
+        starts with a value that would fail (or silently do nothing) later.
         """
-        m, lo, d, t = self.model, self.loss, self.data, self.train
-        _check_numbers(self)
+        d = self.data
+        check_numbers(self)
         checks = [
-            (m.num_parts >= 1, f"model.num_parts must be >= 1, got {m.num_parts}"),
-            (m.reduction >= 1, f"model.reduction must be >= 1, got {m.reduction}"),
-            (m.last_stride in (1, 2), f"model.last_stride must be 1 or 2, got {m.last_stride}"),
-            (m.modality_attention in (0, 1, 2),
-             f"model.modality_attention must be 0, 1 or 2, got {m.modality_attention}"),
-            (MIN_IMAGE_SIDE <= m.image_height <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= m.image_width <= MAX_IMAGE_SIDE,
-             f"image size must be between {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} and {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, "
-             f"got {m.image_height}x{m.image_width}"),
-            (0.0 <= lo.update_rate <= 1.0, f"loss.update_rate must be in [0, 1], got {lo.update_rate}"),
             (d.dataset in PRESETS, f"data.dataset must be {_quoted_choices(PRESETS)}, got {d.dataset!r}"),
-            (1 <= d.trial <= 10, f"data.trial must be in 1..10, got {d.trial}"),
             (d.batch_ids >= 2, f"data.batch_ids must be >= 2, got {d.batch_ids}"),
             (d.images_per_id >= 2 and d.images_per_id % 2 == 0,
              f"data.images_per_id must be even and >= 2, got {d.images_per_id}"),
             (d.batch_size <= MAX_BATCH_SIZE,
              f"the batch of {d.batch_ids} x {d.images_per_id} = {d.batch_size} images is larger than "
              f"{MAX_BATCH_SIZE}; lower --batch-ids or --images-per-id"),
-            (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
-            (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
-            (all(m_ >= 1 for m_ in t.milestones), f"train.milestones must be epochs >= 1, got {list(t.milestones)}"),
         ]
         for section, config_field in config_fields():
             choices = config_field.metadata.get("choices")
@@ -322,65 +372,35 @@ class MPANetConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        get_dataset(d.dataset).check_split(d.trial, "--trial (data.trial)")
 
 
-#: The smallest and largest input side the model accepts (SYSU trains at 384x128).
-MIN_IMAGE_SIDE = 32
-MAX_IMAGE_SIDE = 2048
-#: The largest global batch (P x K) a run accepts; the authors train with 128.
-MAX_BATCH_SIZE = 4096
-
-# (section, field) -> (kind, low, high, option): the numeric fields, their type ("int" or
-# "float"), their inclusive range (None: unbounded) and the command-line option that sets them.
-_NUMBER_RULES = {
-    ("model", "num_parts"): ("int", 1, 64, "--set model.num_parts"),
-    ("model", "reduction"): ("int", 1, 2048, "--set model.reduction"),
-    ("model", "last_stride"): ("int", 1, 2, "--set model.last_stride"),
-    ("model", "modality_attention"): ("int", 0, 2, "--set model.modality_attention"),
-    ("model", "image_height"): ("int", MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, "--image-size"),
-    ("model", "image_width"): ("int", MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, "--image-size"),
-    ("loss", "weight_sep"): ("float", 0.0, None, "--weight-sep"),
-    ("loss", "margin"): ("float", 0.0, None, "--margin"),
-    ("loss", "weight_sid"): ("float", 0.0, None, "--weight-sid"),
-    ("loss", "weight_kl"): ("float", 0.0, None, "--weight-kl"),
-    ("loss", "update_rate"): ("float", 0.0, 1.0, "--update-rate"),
-    ("loss", "ema_decay_epoch"): ("int", 0, None, "--set loss.ema_decay_epoch"),
-    ("data", "trial"): ("int", 1, 10, "--trial"),
-    ("data", "batch_ids"): ("int", 2, MAX_BATCH_SIZE, "--batch-ids"),
-    ("data", "images_per_id"): ("int", 2, MAX_BATCH_SIZE, "--images-per-id"),
-    ("data", "flip_prob"): ("float", 0.0, 1.0, "--set data.flip_prob"),
-    ("data", "pad"): ("int", 0, 512, "--set data.pad"),
-    ("data", "erase_prob"): ("float", 0.0, 1.0, "--set data.erase_prob"),
-    ("train", "epochs"): ("int", 1, 100_000, "--epochs"),
-    ("train", "lr"): ("float", 0.0, 1e3, "--lr"),
-    ("train", "weight_decay"): ("float", 0.0, 1e3, "--weight-decay"),
-    ("train", "gamma"): ("float", 0.0, 1e3, "--gamma"),
-    ("train", "seed"): ("int", 0, 2**32 - 1, "--seed"),
-    ("train", "steps_per_epoch"): ("int", 0, None, "--steps-per-epoch"),
-    ("train", "eval_every"): ("int", 0, None, "--eval-every"),
-    ("train", "save_every_steps"): ("int", 0, None, "--save-every-steps"),
-}
-#: Fields whose value must be strictly above the low end of its range.
-_EXCLUSIVE_LOW = {("train", "lr"), ("train", "gamma")}
+def option_name(section: str, item: dataclasses.Field) -> str:
+    """The command-line option that sets a field, for messages: its ``train`` option (the one
+    that sets it with others, e.g. ``--image-size``), else ``--set section.field``."""
+    for other in dataclasses.fields(SECTIONS[section]):
+        if "cli" in other.metadata and item.name in other.metadata.get("sets", (other.name,)):
+            return other.metadata["cli"].split("/")[0]
+    return f"--set {section}.{item.name}"
 
 
-def _check_numbers(config: "MPANetConfig") -> None:
-    """:class:`ConfigError` for a numeric field of the wrong type, non-finite or out of range."""
-    import math
-    import numbers
-
-    for (section, name), (kind, low, high, option) in _NUMBER_RULES.items():
-        value = getattr(getattr(config, section), name)
-        where = f"{option} ({section}.{name})"
+def check_numbers(config: "MPANetConfig") -> None:
+    """:class:`ConfigError` for a numeric field of the wrong type, non-finite or outside the range
+    its field declares (``metadata["range"]``); for milestones that are not epochs >= 1."""
+    for section, item in config_fields():
+        if "range" not in item.metadata:
+            continue
+        low, high, above = item.metadata["range"]
+        value = getattr(getattr(config, section), item.name)
+        where = f"{option_name(section, item)} ({section}.{item.name})"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"{where} must be a number, got {value!r}")
-        if kind == "int" and (not float(value).is_integer() if math.isfinite(value) else True):
+        if isinstance(item.default, int) and (not float(value).is_integer() if math.isfinite(value) else True):
             raise ConfigError(f"{where} must be a whole number, got {value!r}")
         if not math.isfinite(value):
             raise ConfigError(f"{where} must be a finite number, got {value!r}")
-        exclusive = (section, name) in _EXCLUSIVE_LOW
-        if low is not None and (value <= low if exclusive else value < low):
-            bound = f"> {low}" if exclusive else f">= {low}"
+        if low is not None and (value <= low if above else value < low):
+            bound = f"> {low}" if above else f">= {low}"
             raise ConfigError(f"{where} must be {bound}, got {value!r}")
         if high is not None and value > high:
             raise ConfigError(f"{where} must be <= {high}, got {value!r}")
@@ -426,19 +446,6 @@ def _quoted_choices(names) -> str:
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
-def parse_image_size(text: str) -> tuple[int, int]:
-    """Parse ``"HxW"`` (e.g. ``"384x128"``) into ``(H, W)``; :class:`ConfigError` otherwise."""
-    parts = str(text).lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(f"image size must be HxW such as 384x128, got {text!r}")
-    height, width = (int(p) for p in parts)
-    if height < MIN_IMAGE_SIDE or width < MIN_IMAGE_SIDE:
-        raise ConfigError(f"image size must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}, got {text!r}")
-    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
-        raise ConfigError(f"image size must be at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, got {text!r}")
-    return height, width
-
-
 # ------------------------------------------------------------- fields, options and --set
 #: The sections of :class:`MPANetConfig`, in order, with their dataclasses.
 SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
@@ -477,7 +484,8 @@ def default_help(section: str, item: dataclasses.Field) -> str:
     """How the CLI help states a field's default: ``metadata["default_help"]``, the presets'
     values when they differ (``16 sysu, 12 regdb``), else the dataclass default."""
     if "default_help" in item.metadata:
-        return item.metadata["default_help"]
+        stated = item.metadata["default_help"]
+        return stated() if callable(stated) else stated
     values = preset_values(section, item.name)
     if values and len({show_value(v) for v in values.values()}) > 1:
         return "the preset's: " + ", ".join(f"{show_value(v)} {preset}" for preset, v in values.items())

@@ -37,7 +37,7 @@ from mpanet_tf.io import locks
 from mpanet_tf.io.staging import replace_folder, staging_folder
 from mpanet_tf.model import load_model
 from mpanet_tf.runtimes.export_info import export_info, write_export_info
-from mpanet_tf.runtimes.registry import ExportOptions, resolve_formats
+from mpanet_tf.runtimes.registry import resolve_formats, resolve_options
 
 
 @contextmanager
@@ -77,9 +77,8 @@ def _check_targets(targets: dict, force: bool) -> None:
 
 
 @locks.holding_lock("export folder", argument="output")
-def export_model(model, output, formats=("savedmodel",), version: int = 1, force: bool = False,
-                 opset: int | None = None, source=None, calibration=None,
-                 calibration_images: int | None = None) -> dict[str, Path]:
+def export_model(model, output, formats=("savedmodel",), version: int = 1, force: bool = False, source=None,
+                 **options) -> dict[str, Path]:
     """Export ``model`` (an MPANet, or a run folder / ``.keras`` path) under ``output``.
 
     Args:
@@ -91,23 +90,24 @@ def export_model(model, output, formats=("savedmodel",), version: int = 1, force
         version: TF Serving version number (a positive int): the SavedModel goes to
             ``output/<version>``, the ONNX file to ``output/onnx/<version>/model.onnx``.
         force: replace existing targets (otherwise they are refused).
-        opset: ONNX opset (default :data:`mpanet_tf.runtimes.onnx.DEFAULT_OPSET`).
         source: path recorded in ``mpanet_export.json`` (defaults to ``model`` when it is a path).
-        calibration: folder of images (or a dataset root) calibrating a quantised runtime.
-        calibration_images: how many of its images (the runtime's default when None).
+        **options: the export options the runtimes declare (:attr:`Runtime.cli_options
+            <mpanet_tf.runtimes.registry.Runtime.cli_options>`), by name; None = the runtime's
+            default. Built in: ``opset`` (ONNX, int8; default
+            :data:`mpanet_tf.runtimes.onnx.DEFAULT_OPSET`), ``calibration`` (int8: a folder of
+            images, or a dataset root) and ``calibration_images`` (int8: how many of them).
 
     Returns:
         dict format -> the written folder (SavedModel) or file (ONNX).
 
     Raises:
-        ExportError: a target exists without ``force``, a bad format/version/option, or the export
-            failed. Nothing is left behind on failure.
+        ExportError: a target exists without ``force``, a bad format/version/option (or an option
+            none of ``formats`` reads), or the export failed. Nothing is left behind on failure.
     """
     chosen = resolve_formats(formats)
     if int(version) < 1:
         raise ExportError(f"--version must be a positive integer (TF Serving version folder), got {version}")
-    options = ExportOptions(version=int(version), opset=opset, calibration=calibration,
-                            calibration_images=calibration_images)
+    options = resolve_options(chosen, version, options)
     for runtime in chosen:
         runtime.check_options(options)
     output = Path(output)

@@ -34,14 +34,15 @@ from keras import ops
 
 from mpanet_tf import run_folder
 from mpanet_tf.backbone import MPANetBackbone
-from mpanet_tf.config import LOSS_TERMS as LOGGED_TERMS
-from mpanet_tf.config import TOTAL_LOSS, ModelConfig, MPANetConfig
+from mpanet_tf.config import ModelConfig, MPANetConfig
 from mpanet_tf.errors import CheckpointError
 from mpanet_tf.layers.batch_norm import TorchBatchNorm
 from mpanet_tf.layers.embedding_head import embedding_head
 from mpanet_tf.layers.image_normalization import ImageNormalization
 from mpanet_tf.layers.initializers import torch_default_uniform
 from mpanet_tf.layers.pattern_alignment import PatternAlignment
+from mpanet_tf.loss_terms import LOSS_TERMS as LOGGED_TERMS
+from mpanet_tf.loss_terms import TOTAL_LOSS
 from mpanet_tf.losses import (
     center_cluster_loss,
     identity_loss,
@@ -51,8 +52,8 @@ from mpanet_tf.losses import (
     total_loss,
 )
 
-#: The keys of :meth:`MPANet.loss_terms`: the logged terms (:data:`mpanet_tf.config.LOSS_TERMS`) and
-#: ``total``, the weighted sum, whose metric is named ``loss`` (:data:`mpanet_tf.config.TOTAL_LOSS`).
+#: The keys of :meth:`MPANet.loss_terms`: the logged terms (:data:`mpanet_tf.loss_terms.LOSS_TERMS`) and
+#: ``total``, the weighted sum, whose metric is named ``loss`` (:data:`mpanet_tf.loss_terms.TOTAL_LOSS`).
 LOSS_TERMS = (*LOGGED_TERMS, "total")
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from mpanet_tf import build_model, load_model
 from mpanet_tf.config import MPANetConfig
+from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.data.synthetic import generate_sysu
 from mpanet_tf.data.sysu import SYSUDataset
 from mpanet_tf.eval.report import format_table
@@ -80,18 +81,18 @@ def run_quickstart(options: QuickstartOptions | None = None, log=print) -> dict:
     generate_sysu(options.data_root, ids=options.ids, images_per_camera=options.images_per_camera,
                   seed=0, size=(options.image_height * 2, options.image_width * 2), overwrite=True)
 
-    dataset = SYSUDataset(options.data_root)
+    dataset, spec = SYSUDataset(options.data_root), get_dataset(config.data.dataset)
     log("[2/4] training from random initialisation on the CPU "
         f"({options.epochs} epochs, batch "
         f"{options.batch_ids}x{options.images_per_id}, {options.image_height}x{options.image_width})")
     # The trainer seeds its initialisation the same way: the untrained model is the run's start.
     keras.utils.set_random_seed(options.seed)
     untrained = build_model(config, num_classes=len(dataset.train_ids))
-    before = evaluate_live_model(untrained, dataset, config, log=log)["results"][0]
-    train(config, options.output, force=True, verbose=1, final_eval=False)
+    before = evaluate_live_model(untrained, spec, dataset, config, log=log)["results"][0]
+    train(config, options.output, dataset=spec, force=True, verbose=1, final_eval=False)
 
     log(f"[3/4] SYSU-MM01 official protocol, all-search single-shot, 10 trials: {options.output}")
-    after = evaluate_live_model(load_model(options.output), dataset, config, log=log)["results"][0]
+    after = evaluate_live_model(load_model(options.output), spec, dataset, config, log=log)["results"][0]
 
     log(f"[4/4] SavedModel for TF Serving -> {options.export_dir}/1")
     written = export_model(options.output, options.export_dir, formats=("savedmodel",), version=1, force=True)

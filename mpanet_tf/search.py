@@ -107,7 +107,8 @@ def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = 
     Args:
         model: an :class:`Embedder` or a path accepted by :func:`~mpanet_tf.runtimes.embedder.load_embedder`.
         query: the query image file.
-        gallery: a folder searched recursively (:func:`~mpanet_tf.data.image_files.find_images`) or a list of image files.
+        gallery: a folder searched recursively (:func:`~mpanet_tf.data.image_files.find_images`) or a list of
+            image files.
         batch_size: images per forward pass.
         skip_bad_images: leave undecodable gallery files out (listed in ``skipped``) instead of
             raising.

@@ -1,6 +1,7 @@
 """MPANetConfig: the authors' defaults, presets, ablations, JSON round trip, validation."""
 
 import json
+import re
 
 import pytest
 
@@ -116,3 +117,62 @@ def test_cli_defaults_are_stated_from_the_dataclasses_and_presets():
     assert helps["data.batch_ids"] == "the preset's: 16 sysu, 12 regdb, 16 llcm, 16 manifest"
     assert helps["train.epochs"] == "140"  # the same in both presets
     assert show_value((80, 120)) == "80,120" and show_value(0.1) == "0.1"
+
+
+def test_every_number_declares_its_range_once_and_it_is_enforced():
+    """Ranges live in the field metadata only: every int/float field has one, and the bounds hold
+    (one line naming the option that sets the field)."""
+    from mpanet_tf.config import config_fields, option_name
+
+    numbers = [(s, f) for s, f in config_fields() if type(f.default) in (int, float)]
+    assert {f"{s}.{f.name}" for s, f in numbers if "range" not in f.metadata} == set()
+    declared = {f"{s}.{f.name}": f.metadata["range"] for s, f in numbers}
+    # A few bounds stated independently of the declarations.
+    assert declared["model.last_stride"] == (1, 2, False) and declared["loss.update_rate"] == (0.0, 1.0, False)
+    assert declared["train.lr"] == (0.0, 1e3, True) and declared["data.trial"] == (1, None, False)
+    for section, item in numbers:
+        low, high, above = item.metadata["range"]
+        option = option_name(section, item)
+        below = [] if low is None else [low] if above else [low - 1]
+        for bad in below + ([high + 1] if high is not None else []):
+            data = MPANetConfig().to_dict()
+            data[section][item.name] = type(item.default)(bad)
+            with pytest.raises(ConfigError, match=f"^{option} \\({section}.{item.name}\\) must be"):
+                MPANetConfig.from_dict(data)
+    assert option_name("model", dict((f.name, f) for s, f in numbers)["image_width"]) == "--image-size"
+
+
+def _train_config(*args):
+    from mpanet_tf.cli.main import cli
+    from mpanet_tf.cli.train_command import resolve_config
+
+    ctx = cli.commands["train"].make_context("train", ["--dataset", "regdb", "--output", "unused", *args])
+    return resolve_config(ctx, ctx.params)
+
+
+def test_the_options_that_were_written_by_hand_are_generated_from_the_fields():
+    from mpanet_tf.cli.train_command import FIELD_OPTIONS
+
+    assert {"image_size", "milestones", "mixed_precision", "single_modality_ce"} <= set(FIELD_OPTIONS)
+    preset = _train_config()
+    assert (preset.model.image_height, preset.model.image_width, preset.train.milestones) == (256, 128, (110,))
+    assert (preset.train.mixed_precision, preset.loss.double_modality_ce) == ("", True)
+    config = _train_config("--image-size", "288x144", "--milestones", "40, 60", "--mixed-precision", "bf16",
+                           "--single-modality-ce")
+    assert (config.model.image_height, config.model.image_width, config.train.milestones) == (288, 144, (40, 60))
+    assert (config.train.mixed_precision, config.loss.double_modality_ce) == ("bf16", False)
+    assert _train_config("--mixed-precision", "none").train.mixed_precision == ""
+    for args, message in ((["--milestones", "a,b"], "--milestones must be comma-separated epochs such as 80,120, "
+                                                    "got 'a,b'"),
+                          (["--milestones", "0,5"], "--milestones must be positive epochs, got '0,5'"),
+                          (["--image-size", "384"], "image size must be HxW such as 384x128, got '384'")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            _train_config(*args)
+
+
+def test_trial_range_is_the_datasets():
+    assert MPANetConfig.from_dict({"data": {"dataset": "regdb", "trial": 10}}).data.trial == 10
+    with pytest.raises(ConfigError, match=r"--trial \(data.trial\) must be one of RegDB's splits 1\.\.10, got 11"):
+        MPANetConfig.from_dict({"data": {"dataset": "regdb", "trial": 11}})
+    with pytest.raises(ConfigError, match="SYSU-MM01 has one train/test split"):
+        MPANetConfig.from_dict({"data": {"dataset": "sysu", "trial": 2}})

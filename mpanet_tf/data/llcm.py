@@ -37,7 +37,6 @@ from mpanet_tf.data.records import (
     ImageRecord, is_file, list_image_names, make_record, read_comma_separated_ids, read_text,
     resolve_root,
 )
-from mpanet_tf.data.registry import DatasetSpec, register_dataset
 from mpanet_tf.errors import ConfigError, DatasetError
 
 VISIBLE_CAMERAS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -220,28 +219,3 @@ class LLCMDataset:
             "test_visible": sum(len(names) for names in self._test["visible"].values()),
             "test_infrared": sum(len(names) for names in self._test["infrared"].values()),
         }
-
-
-# ------------------------------------------------------------------ registration
-def synthesize_llcm(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
-    """``synth --layout llcm``: :func:`mpanet_tf.data.synthetic_llcm.generate_llcm` (None: its defaults)."""
-    from mpanet_tf.data.synthetic_llcm import generate_llcm
-
-    given = {"ids": ids, "images_per_camera": images, "size": size}
-    return generate_llcm(out, seed=seed, overwrite=overwrite, **{k: v for k, v in given.items() if v is not None})
-
-
-def _register() -> None:
-    register_dataset(DatasetSpec(
-        name="llcm", title="LLCM", open=lambda root, trial=1: LLCMDataset(root),
-        # No MPANet preset exists for LLCM: the SYSU one (llcm-facts: keep 384x128 unless a reason appears).
-        preset={"model": {"image_height": 384, "image_width": 128},
-                "data": {"data_root": "datasets/LLCM", "batch_ids": 16, "images_per_id": 8},
-                "train": {"milestones": [80, 120], "epochs": 140}},
-        protocol="mpanet_tf.eval.llcm_protocol:LLCM_PROTOCOL",
-        info_keys=("train_ids", "train_visible", "train_infrared", "test_ids", "test_visible", "test_infrared"),
-        synthesize=synthesize_llcm,
-    ))
-
-
-_register()

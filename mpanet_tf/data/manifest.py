@@ -35,8 +35,6 @@ import posixpath
 from dataclasses import dataclass
 
 from mpanet_tf.data.records import ImageRecord, is_file, make_record
-from mpanet_tf.data.registry import DatasetSpec, register_dataset
-from mpanet_tf.data.synthetic_folders import generate_camera_folders
 from mpanet_tf.errors import DatasetError
 
 COLUMNS = ("path", "person", "camera", "modality", "split")
@@ -261,35 +259,3 @@ class ManifestDataset:
             "gallery_infrared": count("gallery", True),
             "cameras": len(self.cameras),
         }
-
-
-# ------------------------------------------------------------------ registration
-def synthesize_manifest(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
-    """``synth --layout manifest``: a camera-folder tree (:func:`~mpanet_tf.data.synthetic_folders.
-    generate_camera_folders`) and its ``data.csv`` (:func:`~mpanet_tf.data.manifest_folders.
-    write_manifest_from_folders`, 30 % test persons, infrared queries); returns the manifest path."""
-    from mpanet_tf.data.manifest_folders import write_manifest_from_folders
-
-    given = {"ids": ids, "images_per_camera": images, "size": size}
-    root = generate_camera_folders(out, seed=seed, overwrite=overwrite,
-                                   **{k: v for k, v in given.items() if v is not None})
-    manifest = pathlib.Path(root) / "data.csv"
-    write_manifest_from_folders(root, manifest, seed=seed, overwrite=True)
-    return manifest
-
-
-def _register() -> None:
-    register_dataset(DatasetSpec(
-        name="manifest", title="manifest", open=lambda root, trial=1: ManifestDataset(root),
-        # Your own cameras: the SYSU training preset; --data-root names the CSV file.
-        preset={"model": {"image_height": 384, "image_width": 128},
-                "data": {"data_root": "datasets/manifest.csv", "batch_ids": 16, "images_per_id": 8},
-                "train": {"milestones": [80, 120], "epochs": 140}},
-        protocol="mpanet_tf.eval.manifest_protocol:MANIFEST_PROTOCOL",
-        info_keys=("train_ids", "train_visible", "train_infrared", "test_ids", "query_visible", "query_infrared",
-                   "gallery_visible", "gallery_infrared", "cameras"),
-        synthesize=synthesize_manifest,
-    ))
-
-
-_register()

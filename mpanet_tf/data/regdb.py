@@ -19,8 +19,6 @@ import numbers
 import pathlib
 
 from mpanet_tf.data.records import ImageRecord, is_file, make_record, read_text, resolve_root
-from mpanet_tf.data.registry import DatasetSpec, register_dataset
-from mpanet_tf.data.synthetic import generate_regdb
 from mpanet_tf.errors import DatasetError
 
 VISIBLE_CAMERA = 2
@@ -128,21 +126,3 @@ class RegDBDataset:
             "test_visible": len(self._lists["test_visible"]),
             "test_thermal": len(self._lists["test_thermal"]),
         }
-
-
-def synthesize_regdb(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
-    """``synth --layout regdb``: :func:`mpanet_tf.data.synthetic.generate_regdb` (None: its defaults)."""
-    given = {"ids": ids, "images_per_modality": images, "size": size}
-    return generate_regdb(out, seed=seed, overwrite=overwrite, **{k: v for k, v in given.items() if v is not None})
-
-
-register_dataset(DatasetSpec(
-    name="regdb", title="RegDB", open=RegDBDataset,
-    # The authors' configs/RegDB.yml (facts §3).
-    preset={"model": {"image_height": 256, "image_width": 128},
-            "data": {"data_root": "datasets/RegDB", "batch_ids": 12, "images_per_id": 10},
-            "train": {"milestones": [110], "epochs": 140}},
-    protocol="mpanet_tf.eval.regdb_protocol:REGDB_PROTOCOL",
-    info_keys=("trial", "train_ids", "train_visible", "train_thermal", "test_ids", "test_visible", "test_thermal"),
-    splits=TRIALS, cache_all_records=True, synthesize=synthesize_regdb,
-))

@@ -172,3 +172,19 @@ def generate_regdb(out, ids: int = 20, images_per_modality: int = 10, seed: int 
                          for relpath in names[(pid, folder)]]
                 (idx / f"{split}_{modality}_{trial}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def _given(**values) -> dict:
+    """The arguments a caller set (None: the generator's default)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def synthesize_sysu(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
+    """``synth --layout sysu``: :func:`generate_sysu` (None arguments: its defaults)."""
+    return generate_sysu(out, seed=seed, overwrite=overwrite, **_given(ids=ids, images_per_camera=images, size=size))
+
+
+def synthesize_regdb(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
+    """``synth --layout regdb``: :func:`generate_regdb` (None arguments: its defaults)."""
+    return generate_regdb(out, seed=seed, overwrite=overwrite,
+                          **_given(ids=ids, images_per_modality=images, size=size))

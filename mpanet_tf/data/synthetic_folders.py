@@ -17,7 +17,8 @@ import pathlib
 
 from PIL import Image
 
-from mpanet_tf.data.synthetic import JPEG_QUALITY, _check, _prepare, _rng
+from mpanet_tf.data.manifest_folders import write_manifest_from_folders
+from mpanet_tf.data.synthetic import JPEG_QUALITY, _check, _given, _prepare, _rng
 from mpanet_tf.data.synthetic_draw import random_look, random_pose, render_person
 
 #: camera name -> the synthetic_draw camera that renders it, per modality.
@@ -57,3 +58,14 @@ def generate_camera_folders(out, ids: int = 12, images_per_camera: int = 2, seed
                     pixels = render_person(look, random_pose(rng), table[camera], (height, width), rng)
                     Image.fromarray(pixels).save(target / f"{camera}_{index:04d}.jpg", quality=JPEG_QUALITY)
     return root
+
+
+def synthesize_manifest(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
+    """``synth --layout manifest``: a camera-folder tree (:func:`generate_camera_folders`) and its
+    ``data.csv`` (:func:`~mpanet_tf.data.manifest_folders.write_manifest_from_folders`, 30 % test
+    persons, infrared queries); returns the manifest path."""
+    root = generate_camera_folders(out, seed=seed, overwrite=overwrite,
+                                   **_given(ids=ids, images_per_camera=images, size=size))
+    manifest = pathlib.Path(root) / "data.csv"
+    write_manifest_from_folders(root, manifest, seed=seed, overwrite=True)
+    return manifest

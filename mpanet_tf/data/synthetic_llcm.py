@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from mpanet_tf.data.llcm import INFRARED_CAMERAS, VISIBLE_CAMERAS
-from mpanet_tf.data.synthetic import JPEG_QUALITY, _check, _prepare, _rng
+from mpanet_tf.data.synthetic import JPEG_QUALITY, _check, _given, _prepare, _rng
 from mpanet_tf.data.synthetic_draw import random_look, random_pose, render_person
 
 LLCM_FOLDERS = ("idx", "vis", "nir", "test_vis", "test_nir")
@@ -119,3 +119,8 @@ def generate_llcm(out, ids: int = 24, images_per_camera: int = 2, seed: int = 0,
     for folder in ("test_vis", "test_nir"):
         (root / folder).mkdir(exist_ok=True)
     return root
+
+
+def synthesize_llcm(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
+    """``synth --layout llcm``: :func:`generate_llcm` (None arguments: its defaults)."""
+    return generate_llcm(out, seed=seed, overwrite=overwrite, **_given(ids=ids, images_per_camera=images, size=size))

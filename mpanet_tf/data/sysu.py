@@ -28,14 +28,13 @@ import pathlib
 import numpy as np
 
 from mpanet_tf.data.records import (
-    ImageRecord, list_image_names, make_record, read_comma_separated_ids, resolve_root,
+    INFRARED_CAMERAS, ImageRecord, list_image_names, make_record, read_comma_separated_ids, resolve_root,
 )
-from mpanet_tf.data.registry import DatasetSpec, register_dataset
 from mpanet_tf.errors import ConfigError, DatasetError
 
 CAMERAS = (1, 2, 3, 4, 5, 6)
+#: SYSU-MM01's visible cameras; its infrared ones are 3 and 6, the records' rule (:data:`INFRARED_CAMERAS`).
 VISIBLE_CAMERAS = (1, 2, 4, 5)
-INFRARED_CAMERAS = (3, 6)
 INDOOR_CAMERAS = (1, 2)
 GALLERY_CAMERAS = {"all": VISIBLE_CAMERAS, "indoor": INDOOR_CAMERAS}
 SPLIT_FILES = ("train_id.txt", "val_id.txt", "test_id.txt")
@@ -285,28 +284,3 @@ def write_rand_perm_cam(path, perms: dict[tuple[int, int], np.ndarray], num_ids:
     data = bytearray(buffer.getvalue())
     data[:116] = _MAT_HEADER
     pathlib.Path(path).write_bytes(bytes(data))
-
-
-def synthesize_sysu(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
-    """``synth --layout sysu``: :func:`mpanet_tf.data.synthetic.generate_sysu` (None: its defaults)."""
-    from mpanet_tf.data.synthetic import generate_sysu
-
-    given = {"ids": ids, "images_per_camera": images, "size": size}
-    return generate_sysu(out, seed=seed, overwrite=overwrite, **{k: v for k, v in given.items() if v is not None})
-
-
-def _open(root, trial: int = 1) -> SYSUDataset:
-    return SYSUDataset(root)
-
-
-register_dataset(DatasetSpec(
-    name="sysu", title="SYSU-MM01", open=_open,
-    # The authors' configs/SYSU.yml (facts §3).
-    preset={"model": {"image_height": 384, "image_width": 128},
-            "data": {"data_root": "datasets/SYSU-MM01", "batch_ids": 16, "images_per_id": 8},
-            "train": {"milestones": [80, 120], "epochs": 140}},
-    protocol="mpanet_tf.eval.sysu_protocol:SYSU_PROTOCOL",
-    info_keys=("train_ids", "train_visible", "train_infrared", "test_ids", "query", "gallery_all",
-               "gallery_indoor", "has_rand_perm"),
-    synthesize=synthesize_sysu,
-))

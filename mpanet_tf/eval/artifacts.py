@@ -3,7 +3,7 @@
 Unlike :mod:`mpanet_tf.training.live_eval` (the model being trained, in memory), this module works
 from paths: it expands ``{trial}`` / ``seed-*`` into one job per model, embeds each model's test
 split or reads its ``.npz`` features, and hands them to the dataset's protocol
-(:mod:`mpanet_tf.eval.protocol`, found through :mod:`mpanet_tf.data.registry`).
+(:mod:`mpanet_tf.eval.protocol`, held by the dataset's :class:`~mpanet_tf.data.registry.DatasetSpec`).
 
 - Features are extracted once per model (query + the whole gallery pool) and reused by every
   gallery trial and setting; ``save_features``/``features`` write and read them
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mpanet_tf.data.registry import dataset_names, get_dataset
+from mpanet_tf.data.registry import DatasetSpec
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.eval.features import extract_feature_set, load_features, save_features as write_features
 from mpanet_tf.eval.report import aggregate_repeats, combine_trials
@@ -36,7 +36,8 @@ class EvalOptions:
     """What to evaluate, the options every dataset shares.
 
     Attributes:
-        dataset: a registered dataset name (``"sysu"``, ``"regdb"``).
+        dataset: the dataset's :class:`~mpanet_tf.data.registry.DatasetSpec` (the CLI resolves
+            ``--dataset`` to it once).
         data_root: dataset folder (None: the preset's, e.g. ``datasets/SYSU-MM01``).
         protocol: the dataset protocol's options (:class:`~mpanet_tf.eval.sysu_protocol.SYSUOptions`,
             :class:`~mpanet_tf.eval.regdb_protocol.RegDBOptions`, ...); None: its defaults, the
@@ -49,7 +50,7 @@ class EvalOptions:
         progress: progress bars on stderr.
     """
 
-    dataset: str
+    dataset: DatasetSpec
     data_root: str | None = None
     protocol: Any = None
     rerank: bool = False
@@ -59,27 +60,23 @@ class EvalOptions:
     progress: bool = True
 
     def __post_init__(self):
-        if self.protocol is None and self._known():
-            self.protocol = self.spec().get_protocol().default_options()
-
-    def _known(self) -> bool:
-        return str(self.dataset).strip().lower() in dataset_names()
-
-    def spec(self):
-        """The dataset's :class:`~mpanet_tf.data.registry.DatasetSpec`."""
-        return get_dataset(self.dataset)
+        if not isinstance(self.dataset, DatasetSpec):
+            raise TypeError(f"EvalOptions.dataset is a DatasetSpec (mpanet_tf.data.registry.get_dataset), "
+                            f"got {self.dataset!r}")
+        if self.protocol is None:
+            self.protocol = self.evaluator().default_options()
 
     def evaluator(self):
         """The dataset's :class:`~mpanet_tf.eval.protocol.EvalProtocol`."""
-        return self.spec().get_protocol()
+        return self.dataset.get_protocol()
 
     def root(self) -> str:
-        return self.data_root or self.spec().data_root
+        return self.data_root or self.dataset.data_root
 
     def validate(self) -> None:
         protocol = self.evaluator()
         if not isinstance(self.protocol, protocol.options_type):
-            raise ConfigError(f"the {self.dataset} protocol takes {protocol.options_type.__name__} options, "
+            raise ConfigError(f"the {self.dataset.name} protocol takes {protocol.options_type.__name__} options, "
                               f"got {type(self.protocol).__name__}")
         protocol.validate(self.protocol, self.all_settings)
         if self.batch_size < 1:
@@ -111,10 +108,10 @@ def plan_jobs(options: EvalOptions, model=None, features=None, save_features=Non
     if (model is None) == (features is None):
         raise ConfigError("pass exactly one of --model (extract features) and --features (a saved .npz)")
     template = os.fspath(model if model is not None else features)
-    spec = options.spec()
+    spec = options.dataset
     trials = options.evaluator().model_splits(options.protocol)
     if "{trial}" in template and trials == (None,):
-        raise ConfigError(f"{{trial}} in {template} is for RegDB's per-trial models; {spec.title} has one model")
+        raise ConfigError(f"{{trial}} in {template} names one model per split; {spec.title} has one model")
     if len(trials) > 1 and "{trial}" not in template:
         raise ConfigError(f"{spec.title} trials {','.join(map(str, trials))} need one model each (train and test "
                           f"on the same trial); put {{trial}} in the path, e.g. runs/{spec.name}-t{{trial}}, "
@@ -142,7 +139,7 @@ def plan_jobs(options: EvalOptions, model=None, features=None, save_features=Non
 def extract_job_features(job: ModelJob, options: EvalOptions, log: Callable = print):
     """Embed the query set and the whole gallery pool of the job's dataset split."""
     embedder = load_embedder(job.model)
-    dataset = options.spec().load(options.root(), trial=job.trial or 1)
+    dataset = options.dataset.load(options.root(), trial=job.trial or 1)
     query, gallery = options.evaluator().test_split(dataset)
     log(f"extracting features of {len(query)} query and {len(gallery)} gallery images with {embedder.source}")
     return extract_feature_set(embedder, query, gallery, embedder.image_size, options.batch_size,

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpanet_tf.data.llcm import MODALITIES, MODES, check_mode
+from mpanet_tf.data.llcm import MODALITIES, MODES, LLCMDataset, check_mode
+from mpanet_tf.data.registry import DatasetSpec
+from mpanet_tf.data.synthetic_llcm import synthesize_llcm
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import FeatureSet
 from mpanet_tf.eval.metrics import evaluate_ranking, normalized_squared_distance
+from mpanet_tf.eval.protocol import DIRECTION_OPTION, CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
 
 TRIALS = 10
@@ -140,7 +143,7 @@ def evaluate_llcm(features: FeatureSet, options: LLCMProtocolOptions = LLCMProto
         compute_dtype: dtype of the normalisation and distance products (float32, as on a GPU).
 
     Returns:
-        a result dict (:mod:`mpanet_tf.eval.report`): ``dataset="llcm"``, ``mode`` = the LLCM mode,
+        a result dict (:mod:`mpanet_tf.eval.report`): ``mode`` = the LLCM mode,
         ``shots=1``, ``sampling="seed"``; R1/R5/R10/R20/mAP/mINP in percent, mean/std over trials.
     """
     arranged = arrange(features, options.mode)
@@ -156,7 +159,7 @@ def evaluate_llcm(features: FeatureSet, options: LLCMProtocolOptions = LLCMProto
                                    arranged.gallery_ids[rows], gallery_codes, junk=junk)
         per_trial.append({"trial": trial, **metrics.as_dict(), "gallery_size": int(len(rows)),
                           "valid_queries": metrics.num_valid})
-    return make_result(per_trial, dataset="llcm", mode=options.mode, shots=1, sampling="seed")
+    return make_result(per_trial, mode=options.mode, shots=1, sampling="seed")
 
 
 def evaluate_llcm_settings(features: FeatureSet, modes=tuple(MODES), trials: int = TRIALS,
@@ -166,8 +169,6 @@ def evaluate_llcm_settings(features: FeatureSet, modes=tuple(MODES), trials: int
 
 
 # --------------------------------------------------------------- the registry's protocol
-from mpanet_tf.eval.protocol import CliOption, EvalProtocol  # noqa: E402  (protocol section)
-
 _DIRECTION_NAMES = {"i2v": "infrared->visible", "v2i": "visible->infrared"}
 
 
@@ -175,8 +176,8 @@ class LLCMProtocol(EvalProtocol):
     """LLCM: near-infrared and visible test images, IR->VIS and VIS->IR, 10 seeded single-shot
     galleries (:func:`evaluate_llcm`)."""
 
-    name = "llcm"
     options_type = LLCMProtocolOptions
+    visualize_options = (DIRECTION_OPTION,)
     cli_options = (
         CliOption(("--llcm-mode",), "llcm_mode", "LLCM direction: i2v = near-infrared query, visible gallery; "
                   "v2i = the reverse (--all-settings: both).", default="i2v", choices=tuple(MODES),
@@ -193,8 +194,8 @@ class LLCMProtocol(EvalProtocol):
     def settings(self, options: LLCMProtocolOptions, all_settings: bool = False) -> list:
         return list(MODES) if all_settings else [options.mode]
 
-    def evaluate(self, features, options: LLCMProtocolOptions, *, all_settings=False, rerank=False, context=None,
-                 split=None, source="features") -> list[dict]:
+    def score(self, features, options: LLCMProtocolOptions, *, all_settings=False, rerank=False, context=None,
+              split=None, source="features") -> list[dict]:
         if rerank:
             raise ConfigError("--rerank is not implemented for the LLCM protocol; drop it")
         return [evaluate_llcm(features, LLCMProtocolOptions(mode, options.trials))
@@ -203,13 +204,22 @@ class LLCMProtocol(EvalProtocol):
     def setting_name(self, result: dict) -> str:
         return f"LLCM {_DIRECTION_NAMES.get(result.get('mode'), '?')}"
 
-    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
+    def ranked_list_sources(self, reader, options: dict):
         """The whole test set of one direction (``--direction``), L2-normalised (the picture keeps
         every gallery image: a ranked-list junk rule sees cameras only, not identities)."""
+        direction = options["direction"]
         check_mode(direction)
         infrared, visible = reader.test_infrared(), reader.test_visible()
         queries, gallery = (infrared, visible) if direction == "i2v" else (visible, infrared)
         return queries, gallery, f"LLCM {_DIRECTION_NAMES[direction]} ({len(gallery)} gallery images)", True, None
 
 
-LLCM_PROTOCOL = LLCMProtocol()
+LLCM = DatasetSpec(
+    name="llcm", title="LLCM", open=LLCMDataset, protocol=LLCMProtocol,
+    # No MPANet preset exists for LLCM: the SYSU one (llcm-facts: keep 384x128 unless a reason appears).
+    preset={"model": {"image_height": 384, "image_width": 128},
+            "data": {"data_root": "datasets/LLCM", "batch_ids": 16, "images_per_id": 8},
+            "train": {"milestones": [80, 120], "epochs": 140}},
+    info_keys=("train_ids", "train_visible", "train_infrared", "test_ids", "test_visible", "test_infrared"),
+    synthesize=synthesize_llcm,
+)

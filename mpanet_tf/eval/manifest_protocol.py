@@ -25,10 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpanet_tf.data.manifest import ManifestDataset
+from mpanet_tf.data.registry import DatasetSpec
+from mpanet_tf.data.synthetic_folders import synthesize_manifest
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import FeatureSet
 from mpanet_tf.eval.llcm_protocol import seeded_single_shot
 from mpanet_tf.eval.metrics import evaluate_ranking, normalized_squared_distance
+from mpanet_tf.eval.protocol import CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
 
 GALLERY_SAMPLINGS = ("all", "single-shot")
@@ -100,7 +104,7 @@ def evaluate_manifest(features: FeatureSet, options: ManifestProtocolOptions = M
         compute_dtype: dtype of the normalisation and distance products (float32).
 
     Returns:
-        a result dict (:mod:`mpanet_tf.eval.report`): ``dataset="manifest"``,
+        a result dict (:mod:`mpanet_tf.eval.report`):
         ``sampling`` = the gallery sampling, ``shots`` 1 for single-shot, ``cross_modality``;
         R1/R5/R10/R20/mAP/mINP in percent, mean/std over the trials.
 
@@ -120,18 +124,15 @@ def evaluate_manifest(features: FeatureSet, options: ManifestProtocolOptions = M
         per_trial.append({"trial": trial, **metrics.as_dict(), "gallery_size": int(len(rows)),
                           "valid_queries": metrics.num_valid})
     single = options.gallery_sampling == "single-shot"
-    return make_result(per_trial, dataset="manifest", shots=1 if single else None,
+    return make_result(per_trial, shots=1 if single else None,
                        sampling=options.gallery_sampling, cross_modality=bool(options.cross_modality))
 
 
 # --------------------------------------------------------------- the registry's protocol
-from mpanet_tf.eval.protocol import CliOption, EvalProtocol  # noqa: E402  (protocol section)
-
 
 class ManifestProtocol(EvalProtocol):
     """A manifest's query rows against its gallery rows (:func:`evaluate_manifest`)."""
 
-    name = "manifest"
     options_type = ManifestProtocolOptions
     cli_options = (
         CliOption(("--gallery-sampling",), "gallery_sampling", "Manifest gallery: all = every gallery row once; "
@@ -153,8 +154,8 @@ class ManifestProtocol(EvalProtocol):
     def settings(self, options: ManifestProtocolOptions, all_settings: bool = False) -> list:
         return [options.gallery_sampling]
 
-    def evaluate(self, features, options: ManifestProtocolOptions, *, all_settings=False, rerank=False,
-                 context=None, split=None, source="features") -> list[dict]:
+    def score(self, features, options: ManifestProtocolOptions, *, all_settings=False, rerank=False,
+              context=None, split=None, source="features") -> list[dict]:
         if rerank:
             raise ConfigError("--rerank is not implemented for the manifest protocol; drop it")
         return [evaluate_manifest(features, options)]
@@ -163,9 +164,18 @@ class ManifestProtocol(EvalProtocol):
         modality = "cross-modality" if result.get("cross_modality", True) else "any-modality"
         return f"Manifest {modality} {result.get('sampling') or 'all'}"
 
-    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
+    def ranked_list_sources(self, reader, options: dict):
         queries, gallery = self.test_split(reader)
         return queries, gallery, f"{reader.path.name}: query vs gallery ({len(gallery)} images)", True, None
 
 
-MANIFEST_PROTOCOL = ManifestProtocol()
+MANIFEST = DatasetSpec(
+    name="manifest", title="manifest", open=ManifestDataset, protocol=ManifestProtocol,
+    # Your own cameras: the SYSU training preset; --data-root names the CSV file.
+    preset={"model": {"image_height": 384, "image_width": 128},
+            "data": {"data_root": "datasets/manifest.csv", "batch_ids": 16, "images_per_id": 8},
+            "train": {"milestones": [80, 120], "epochs": 140}},
+    info_keys=("train_ids", "train_visible", "train_infrared", "test_ids", "query_visible", "query_infrared",
+               "gallery_visible", "gallery_infrared", "cameras"),
+    synthesize=synthesize_manifest,
+)

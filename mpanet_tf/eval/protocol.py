@@ -1,71 +1,69 @@
 """The interface of a dataset's evaluation protocol, and the command-line options it declares.
 
 Each dataset's protocol file (:mod:`~mpanet_tf.eval.sysu_protocol`,
-:mod:`~mpanet_tf.eval.regdb_protocol`) defines a subclass of :class:`EvalProtocol` and one
-instance of it, which its :class:`~mpanet_tf.data.registry.DatasetSpec` names. The protocol's own
-settings live in a small options dataclass (:attr:`EvalProtocol.options_type`, defaults = the
-paper's protocol); the options every dataset shares (model and feature paths, batch size,
-re-ranking, ``--all-settings``) live in :class:`mpanet_tf.eval.artifacts.EvalOptions`.
+:mod:`~mpanet_tf.eval.regdb_protocol`, ...) defines a subclass of :class:`EvalProtocol` and the
+dataset's :class:`~mpanet_tf.data.registry.DatasetSpec`, which holds the class; the spec makes one
+instance bound to itself (:meth:`~mpanet_tf.data.registry.DatasetSpec.get_protocol`), so the
+protocol's results carry the spec's name and labels without the protocol writing them. The
+protocol's own settings live in a small options dataclass (:attr:`EvalProtocol.options_type`,
+defaults = the paper's protocol); the options every dataset shares (model and feature paths,
+batch size, re-ranking, ``--all-settings``) live in :class:`mpanet_tf.eval.artifacts.EvalOptions`.
 
-A subclass sets :attr:`~EvalProtocol.name`, :attr:`~EvalProtocol.options_type`,
-:attr:`~EvalProtocol.cli_options` and implements :meth:`~EvalProtocol.test_split`,
-:meth:`~EvalProtocol.evaluate`, :meth:`~EvalProtocol.settings` and
-:meth:`~EvalProtocol.setting_name`; the other methods have defaults that suit a protocol with one
-test split, one model and no files besides the features.
+A subclass sets :attr:`~EvalProtocol.options_type`, :attr:`~EvalProtocol.cli_options` (and, when
+it has any, :attr:`~EvalProtocol.visualize_options`, :attr:`~EvalProtocol.index_options`) and
+implements :meth:`~EvalProtocol.test_split`, :meth:`~EvalProtocol.score`,
+:meth:`~EvalProtocol.settings` and :meth:`~EvalProtocol.setting_name`; the other methods have
+defaults that suit a protocol with one test split, one model and no files besides the features.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Callable
 
+from mpanet_tf.cli_option import CliOption
 
-@dataclass(frozen=True)
-class CliOption:
-    """One ``mpanet-tf eval`` option of a protocol, declared without click.
-
-    :mod:`mpanet_tf.cli.eval_command` turns each into a ``click.Option`` named :attr:`dest`. Two
-    protocols may declare the same option only as equal :class:`CliOption` objects (they then
-    share it).
-
-    Attributes:
-        flags: the option's spellings, e.g. ``("--mode",)`` or ``("--normalize/--no-normalize",)``.
-        dest: the parameter name, which is also the options-dataclass field it sets. All protocols'
-            options share one command, so name a dataset-only option after its dataset
-            (``llcm_mode``) unless it means the same thing as another protocol's.
-        help: the ``--help`` text.
-        default: the command-line default (a string for choices given as text).
-        choices: the allowed values (a ``click.Choice``), or None.
-        type: ``int``, ``float`` or ``str`` when not a choice or a flag pair.
-        show_default: print the default in ``--help``.
-        parse: converts the command-line value (e.g. ``"10"`` -> 10); it runs while the command
-            line is parsed, for every dataset, and raises :class:`~mpanet_tf.errors.ConfigError`.
-    """
-
-    flags: tuple[str, ...]
-    dest: str
-    help: str
-    default: Any = None
-    choices: tuple | None = None
-    type: type | None = None
-    show_default: bool = False
-    parse: Callable[[Any], Any] | None = None
+#: The cross-modality direction of a picture (``visualize ranks --direction``), shared by the
+#: protocols whose test split pairs an infrared with a visible side.
+DIRECTIONS = ("i2v", "v2i")
+DIRECTION_OPTION = CliOption(
+    ("--direction",), "direction", "Infrared queries against the visible gallery (i2v) or the reverse (v2i).",
+    default="i2v", choices=DIRECTIONS, show_default=True)
 
 
 class EvalProtocol:
     """A dataset's test protocol: what to embed, how to score it, how to name the result.
 
+    Args:
+        spec: the :class:`~mpanet_tf.data.registry.DatasetSpec` it evaluates (its name and title
+            label the results and messages).
+
     Attributes:
-        name: the dataset name (the :class:`~mpanet_tf.data.registry.DatasetSpec` name).
         options_type: the dataclass of the protocol's own options; ``options_type()`` is the
             default (the paper's) protocol.
         cli_options: the ``mpanet-tf eval`` options that fill it (:meth:`options_from_cli`).
+        visualize_options: the ``visualize ranks`` options of this dataset; their values reach
+            :meth:`ranked_list_sources` as ``{dest: value}``.
+        index_options: the ``index build`` / ``index add`` options of this dataset; their values
+            reach :meth:`index_records`.
     """
 
-    name: str = ""
     options_type: type = type(None)
     cli_options: tuple[CliOption, ...] = ()
+    visualize_options: tuple[CliOption, ...] = ()
+    index_options: tuple[CliOption, ...] = ()
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        """The dataset's name (``"sysu"``): the ``dataset`` of every result."""
+        return self.spec.name
+
+    @property
+    def title(self) -> str:
+        """The dataset's usual name (``"SYSU-MM01"``), for messages."""
+        return self.spec.title
 
     # ---------------------------------------------------------------- options
     def default_options(self):
@@ -79,6 +77,12 @@ class EvalProtocol:
         fields = {f.name for f in dataclasses.fields(self.options_type)}
         return self.options_type(**{o.dest: params[o.dest] for o in self.cli_options
                                     if o.dest in fields and o.dest in params})
+
+    def option_defaults(self, attribute: str = "cli_options") -> dict:
+        """``{dest: default}`` of the options declared in ``attribute`` (parsed as the command line
+        would parse them)."""
+        return {o.dest: o.parse(o.default) if o.parse is not None and o.default is not None else o.default
+                for o in getattr(self, attribute)}
 
     def validate(self, options, all_settings: bool = False) -> None:
         """Raise :class:`ConfigError` for a combination of options the protocol cannot run."""
@@ -104,7 +108,20 @@ class EvalProtocol:
 
     def evaluate(self, features, options, *, all_settings: bool = False, rerank: bool = False, context=None,
                  split=None, source="features") -> list[dict]:
-        """Result dicts (:mod:`mpanet_tf.eval.report`), one per :meth:`settings` entry.
+        """:meth:`score`'s results labelled: each starts with ``dataset`` (the spec's name) and
+        ``setting`` (:meth:`setting_name`, the results table's label)."""
+        return self.label(self.score(features, options, all_settings=all_settings, rerank=rerank, context=context,
+                                     split=split, source=source))
+
+    def label(self, results: list[dict]) -> list[dict]:
+        """``results`` with ``dataset`` and ``setting`` first (the keys every result carries)."""
+        return [{"dataset": self.name, "setting": self.setting_name(result),
+                 **{k: v for k, v in result.items() if k not in ("dataset", "setting")}} for result in results]
+
+    def score(self, features, options, *, all_settings: bool = False, rerank: bool = False, context=None,
+              split=None, source="features") -> list[dict]:
+        """Result dicts (:func:`mpanet_tf.eval.report.make_result`), one per :meth:`settings` entry,
+        holding the protocol's setting keys (no ``dataset``: :meth:`evaluate` adds it).
 
         Args:
             features: a :class:`~mpanet_tf.eval.features.FeatureSet` of :meth:`test_split`.
@@ -133,13 +150,22 @@ class EvalProtocol:
         results = self.evaluate(features, self.default_options(), all_settings=final, split=config.data.trial)
         return results, results
 
-    # ----------------------------------------------------------- pictures
-    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
+    # ------------------------------------------------------ pictures, index
+    def ranked_list_sources(self, reader, options: dict):
         """``visualize ranks``: (queries, gallery, description, normalize, junk rule or None).
 
-        ``mode`` and ``direction`` are the command's SYSU gallery and RegDB direction choices; a
-        protocol reads the one that applies to it. The default ranks the whole test split with
-        L2-normalised features.
+        ``options``: the values of :attr:`visualize_options` by ``dest``. The default ranks the
+        whole test split with L2-normalised features.
         """
         queries, gallery = self.test_split(reader)
-        return queries, gallery, f"{self.name} test split ({len(gallery)} gallery images)", True, None
+        return queries, gallery, f"{self.title} test split ({len(gallery)} gallery images)", True, None
+
+    def index_records(self, reader, split: str, options: dict) -> list:
+        """``index build|add --split``: ``train`` / ``all`` records, or the ``query`` / ``gallery``
+        side of :meth:`test_split`. ``options``: the values of :attr:`index_options` by ``dest``."""
+        if split == "train":
+            return reader.train_records()
+        if split == "all":
+            return reader.all_records()
+        query, gallery = self.test_split(reader)
+        return query if split == "query" else gallery

@@ -8,8 +8,8 @@
 
 One call evaluates one model on one trial's test split; the ten per-trial models of the usual
 10-trial average are combined with :func:`mpanet_tf.eval.report.combine_trials`.
-:data:`REGDB_PROTOCOL` (:class:`RegDBProtocol`, options :class:`RegDBOptions`) is the protocol the
-``regdb`` :class:`~mpanet_tf.data.registry.DatasetSpec` names. Its "trials" are train/test splits
+:class:`RegDBProtocol` (options :class:`RegDBOptions`) is the protocol of the ``regdb``
+:class:`~mpanet_tf.data.registry.DatasetSpec`, :data:`REGDB` (declared at the bottom). Its "trials" are train/test splits
 (``RegDBOptions.splits``, ``--trial``), unlike SYSU's repeated gallery samplings
 (``SYSUOptions.gallery_trials``, ``--trials``).
 """
@@ -20,15 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpanet_tf.data.registry import DatasetSpec
+from mpanet_tf.data.regdb import THERMAL_CAMERA, TRIALS, VISIBLE_CAMERA, RegDBDataset
+from mpanet_tf.data.synthetic import synthesize_regdb
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import FeatureSet
 from mpanet_tf.eval.metrics import evaluate_ranking, l2_normalize, no_junk, pairwise_squared_distance
-from mpanet_tf.eval.protocol import CliOption, EvalProtocol
+from mpanet_tf.eval.protocol import DIRECTION_OPTION, DIRECTIONS, CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
-
-VISIBLE_CAMERA = 2
-THERMAL_CAMERA = 3
-DIRECTIONS = ("i2v", "v2i")
 
 
 def _thermal_query(features: FeatureSet) -> FeatureSet:
@@ -74,27 +73,22 @@ def evaluate_regdb(features: FeatureSet, direction: str = "i2v", normalize: bool
                                arranged.gallery_ids, arranged.gallery_cams, junk=no_junk)
     entry = {"trial": trial, **metrics.as_dict(), "gallery_size": int(len(gallery)),
              "valid_queries": metrics.num_valid}
-    return make_result([entry], dataset="regdb", regdb_mode=direction, normalize=bool(normalize),
-                       rerank=bool(rerank))
+    return make_result([entry], regdb_mode=direction, normalize=bool(normalize), rerank=bool(rerank))
 
 
 # ---------------------------------------------------------------- the protocol
-#: RegDB's ten train/test splits ("trials" in the RegDB literature), one model each.
-SPLITS = tuple(range(1, 11))
-
-
 def parse_splits(text) -> tuple:
     """``--trial``: ``"all"`` -> 1..10; ``"3"`` -> (3,); ``"1,2,5"`` -> (1, 2, 5). ConfigError otherwise."""
     if isinstance(text, tuple):
         return text
     text = str(text).strip().lower()
     if text == "all":
-        return SPLITS
+        return TRIALS
     try:
         splits = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise ConfigError(f"--trial must be 1..10, a comma list such as 1,2,3, or 'all'; got {text!r}") from None
-    if not splits or any(t not in SPLITS for t in splits):
+    if not splits or any(t not in TRIALS for t in splits):
         raise ConfigError(f"--trial must be 1..10, a comma list such as 1,2,3, or 'all'; got {text!r}")
     return splits
 
@@ -119,8 +113,8 @@ class RegDBOptions:
 class RegDBProtocol(EvalProtocol):
     """RegDB: one split's thermal and visible test images, I->V and V->I, one model per split."""
 
-    name = "regdb"
     options_type = RegDBOptions
+    visualize_options = (DIRECTION_OPTION,)
     cli_options = (
         CliOption(("--regdb-mode",), "direction", "RegDB direction: i2v = thermal query, visible gallery; "
                   "v2i = the reverse.", default="i2v", choices=DIRECTIONS, show_default=True),
@@ -141,8 +135,8 @@ class RegDBProtocol(EvalProtocol):
     def settings(self, options: RegDBOptions, all_settings: bool = False) -> list:
         return list(DIRECTIONS) if all_settings else [options.direction]
 
-    def evaluate(self, features, options: RegDBOptions, *, all_settings=False, rerank=False, context=None,
-                 split=None, source="features") -> list[dict]:
+    def score(self, features, options: RegDBOptions, *, all_settings=False, rerank=False, context=None,
+              split=None, source="features") -> list[dict]:
         return [evaluate_regdb(features, direction, normalize=bool(options.normalize), rerank=rerank, trial=split)
                 for direction in self.settings(options, all_settings)]
 
@@ -156,8 +150,9 @@ class RegDBProtocol(EvalProtocol):
         results = self.evaluate(features, RegDBOptions(), all_settings=True, split=config.data.trial)
         return results, results
 
-    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
-        """One split's test images in ``direction``, raw features, no camera rule."""
+    def ranked_list_sources(self, reader, options: dict):
+        """One split's test images in ``--direction``, raw features, no camera rule."""
+        direction = options["direction"]
         if direction not in DIRECTIONS:
             raise ConfigError(f"RegDB direction must be 'i2v' or 'v2i', got {direction!r}")
         thermal, visible = reader.test_thermal(), reader.test_visible()
@@ -166,4 +161,12 @@ class RegDBProtocol(EvalProtocol):
         return queries, gallery, f"RegDB trial {reader.trial}, {label} ({len(gallery)} gallery images)", False, None
 
 
-REGDB_PROTOCOL = RegDBProtocol()
+REGDB = DatasetSpec(
+    name="regdb", title="RegDB", open=RegDBDataset, protocol=RegDBProtocol,
+    # The authors' configs/RegDB.yml (facts §3).
+    preset={"model": {"image_height": 256, "image_width": 128},
+            "data": {"data_root": "datasets/RegDB", "batch_ids": 12, "images_per_id": 10},
+            "train": {"milestones": [110], "epochs": 140}},
+    info_keys=("trial", "train_ids", "train_visible", "train_thermal", "test_ids", "test_visible", "test_thermal"),
+    splits=TRIALS, cache_all_records=True, synthesize=synthesize_regdb,
+)

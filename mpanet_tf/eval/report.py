@@ -2,10 +2,14 @@
 
 A result is a JSON-ready dict::
 
-    {"dataset": "sysu" | "regdb" | ..., "mode": "all" | "indoor" | None, "shots": 1 | 10 | None,
-     "sampling": "official" | "seed" | None, "regdb_mode": "i2v" | "v2i" | None,
+    {"dataset": "sysu", "setting": "SYSU all-search single-shot", <the protocol's setting keys,
+     e.g. "mode": "all", "shots": 1, "sampling": "official", "rerank": false>,
      "trials": T, "rank1": .., "rank5": .., "rank10": .., "rank20": .., "mAP": .., "mINP": ..,
      "rank1_std": .., ..., "mINP_std": .., "per_trial": [{"trial": t, "rank1": .., ...}, ...]}
+
+``dataset`` and ``setting`` (the table label) are written by the protocol's spec
+(:meth:`mpanet_tf.eval.protocol.EvalProtocol.evaluate`); every other key that is not a metric
+(:func:`setting_of`) identifies the setting, whatever the dataset calls it.
 
 Metrics are percentages; the plain keys are means over ``per_trial`` and the ``*_std`` keys their
 sample standard deviation (ddof=1; 0 for a single trial). :func:`aggregate_repeats` turns results of
@@ -17,10 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpanet_tf.data.registry import dataset_names, get_dataset
-
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
-SETTING_KEYS = ("dataset", "mode", "shots", "sampling", "regdb_mode")
+#: The keys of a result that are not its setting: metrics, their spread, trials and repeats.
+RESULT_KEYS = frozenset({*METRIC_KEYS, *(f"{key}_std" for key in METRIC_KEYS), "trials", "per_trial", "repeats",
+                         "per_seed"})
 TABLE_COLUMNS = (("R1", "rank1"), ("R10", "rank10"), ("R20", "rank20"), ("mAP", "mAP"), ("mINP", "mINP"))
 
 
@@ -29,36 +33,39 @@ def _std(values) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def make_result(per_trial: list[dict], *, dataset: str, mode=None, shots=None, sampling=None,
-                regdb_mode=None, **extra) -> dict:
-    """A result dict from per-trial metric dicts (each holding every key of :data:`METRIC_KEYS`)."""
+def make_result(per_trial: list[dict], **setting) -> dict:
+    """A result dict from per-trial metric dicts (each holding every key of :data:`METRIC_KEYS`):
+    the ``setting`` keys first (as given), then ``trials``, the means, the spreads, ``per_trial``."""
     if not per_trial:
         raise ValueError("a result needs at least one trial")
-    result = {"dataset": dataset, "mode": mode, "shots": shots, "sampling": sampling,
-              "regdb_mode": regdb_mode, "trials": len(per_trial)}
+    clash = RESULT_KEYS & set(setting)
+    if clash:
+        raise ValueError(f"setting keys {sorted(clash)} are result keys")
+    result = {**setting, "trials": len(per_trial)}
     for key in METRIC_KEYS:
         values = [float(trial[key]) for trial in per_trial]
         result[key] = float(np.mean(values))
         result[f"{key}_std"] = _std(values)
-    result.update(extra)
     result["per_trial"] = [dict(trial) for trial in per_trial]
     return result
 
 
-def _extras(result: dict) -> dict:
-    """The optional keys of a result (``rerank``, ``normalize``, ...), for re-aggregated results."""
-    standard = set(SETTING_KEYS) | set(METRIC_KEYS) | {f"{k}_std" for k in METRIC_KEYS}
-    standard |= {"trials", "per_trial", "repeats", "per_seed"}
-    return {k: v for k, v in result.items() if k not in standard}
+def setting_of(result: dict) -> dict:
+    """The keys of ``result`` that name its setting (``dataset``, ``setting``, ``mode``, ...)."""
+    return {k: v for k, v in result.items() if k not in RESULT_KEYS}
+
+
+def _one_setting(results: list[dict], verb: str) -> dict:
+    settings = [setting_of(r) for r in results]
+    if any(s != settings[0] for s in settings):
+        raise ValueError(f"cannot {verb} results of different settings: {sorted({str(s) for s in settings})}")
+    return settings[0]
 
 
 def combine_trials(results: list[dict]) -> dict:
     """One result from several results of the same setting (e.g. RegDB's 10 per-trial models)."""
-    settings = {tuple(r.get(k) for k in SETTING_KEYS) for r in results}
-    if len(settings) != 1:
-        raise ValueError(f"cannot combine results of different settings: {sorted(map(str, settings))}")
-    per_trial = [trial for r in results for trial in r["per_trial"]]
-    return make_result(per_trial, **{k: results[0].get(k) for k in SETTING_KEYS}, **_extras(results[0]))
+    setting = _one_setting(results, "combine")
+    return make_result([trial for r in results for trial in r["per_trial"]], **setting)
 
 
 def aggregate_repeats(results: list[dict]) -> dict:
@@ -67,11 +74,9 @@ def aggregate_repeats(results: list[dict]) -> dict:
     Each seed contributes its trial mean; ``per_seed`` keeps the seed results and ``per_trial``
     the seed-level metrics (with a ``seed`` index), so ``trials`` counts seeds' trials combined.
     """
-    settings = {tuple(r.get(k) for k in SETTING_KEYS) for r in results}
-    if len(settings) != 1:
-        raise ValueError(f"cannot aggregate results of different settings: {sorted(map(str, settings))}")
+    setting = _one_setting(results, "aggregate")
     seeds = [{"seed": index, **{key: r[key] for key in METRIC_KEYS}} for index, r in enumerate(results)]
-    result = make_result(seeds, **{k: results[0].get(k) for k in SETTING_KEYS}, **_extras(results[0]))
+    result = make_result(seeds, **setting)
     result["trials"] = int(results[0]["trials"])
     result["repeats"] = len(results)
     result["per_seed"] = list(results)
@@ -79,12 +84,9 @@ def aggregate_repeats(results: list[dict]) -> dict:
 
 
 def setting_name(result: dict) -> str:
-    """A table label such as ``SYSU all-search single-shot`` or ``RegDB infrared->visible``: the
-    :meth:`~mpanet_tf.eval.protocol.EvalProtocol.setting_name` of the result's dataset."""
-    dataset = str(result.get("dataset"))
-    if dataset not in dataset_names():
-        return dataset
-    return get_dataset(dataset).get_protocol().setting_name(result)
+    """The table label such as ``SYSU all-search single-shot`` or ``RegDB infrared->visible``
+    that the result carries (its ``setting``; the dataset name for a result without one)."""
+    return str(result.get("setting") or result.get("dataset"))
 
 
 def format_table(results) -> str:

@@ -18,9 +18,10 @@ Features are extracted once for the query set and the whole visible gallery pool
 :class:`~mpanet_tf.eval.features.FeatureSet`); each trial selects pool rows by path. Query-to-pool
 distances are computed once, in float32, for the union of the rows all trials use.
 
-:data:`SYSU_PROTOCOL` (:class:`SYSUProtocol`, options :class:`SYSUOptions`) is the protocol the
-``sysu`` :class:`~mpanet_tf.data.registry.DatasetSpec` names: its ``mpanet-tf eval`` options, the
-settings, the table labels and the evaluation during training.
+:class:`SYSUProtocol` (options :class:`SYSUOptions`) is the protocol the
+``sysu`` :class:`~mpanet_tf.data.registry.DatasetSpec` (:data:`SYSU`, declared at the bottom)
+holds: its ``mpanet-tf eval`` and ``visualize`` options, the settings, the table labels and the
+evaluation during training.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpanet_tf.data.sysu import load_rand_perm_cam
+from mpanet_tf.data.registry import DatasetSpec
+from mpanet_tf.data.synthetic import synthesize_sysu
+from mpanet_tf.data.sysu import GALLERY_CAMERAS, INFRARED_CAMERAS, VISIBLE_CAMERAS, SYSUDataset, load_rand_perm_cam
 from mpanet_tf.errors import ConfigError, DatasetError
-from mpanet_tf.eval.features import feature_set_from_records, FeatureSet
+from mpanet_tf.eval.features import FeatureSet, feature_set_from_records
 from mpanet_tf.eval.metrics import evaluate_ranking, normalized_squared_distance, same_location_junk
 from mpanet_tf.eval.protocol import CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
 
-GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 SAMPLINGS = ("official", "seed")
 #: The four settings of the paper's SYSU table: (mode, shots).
 ALL_SETTINGS = (("all", 1), ("all", 10), ("indoor", 1), ("indoor", 10))
@@ -228,8 +230,7 @@ def evaluate_sysu_settings(features: FeatureSet, settings=(("all", 1),), trials:
                                        junk=same_location_junk)
             per_trial.append({"trial": trial, **metrics.as_dict(), "gallery_size": int(len(rows)),
                               "valid_queries": metrics.num_valid})
-        results.append(make_result(per_trial, dataset="sysu", mode=mode, shots=shots, sampling=sampling,
-                                   rerank=bool(rerank)))
+        results.append(make_result(per_trial, mode=mode, shots=shots, sampling=sampling, rerank=bool(rerank)))
     return results
 
 
@@ -258,9 +259,6 @@ def evaluate_sysu(features: FeatureSet, perm=None, mode: str = "all", shots: int
 
 
 # ---------------------------------------------------------------- the protocol
-#: Cameras of SYSU query features (infrared) and of the gallery pool (visible).
-QUERY_CAMERAS = {3, 6}
-POOL_CAMERAS = {1, 2, 4, 5}
 _PERM_SOURCE_HINT = ("(or pass --rand-perm FILE; --sampling seed runs the AGW protocol, which is not "
                      "comparable with the paper)")
 
@@ -288,19 +286,22 @@ class SYSUOptions:
 def check_sysu_features(features, source) -> None:
     """SYSU features must pair infrared queries (cams 3, 6) with the visible pool (cams 1, 2, 4, 5)."""
     query, gallery = set(features.query_cams.tolist()), set(features.gallery_cams.tolist())
-    if not query <= QUERY_CAMERAS or not gallery <= POOL_CAMERAS:
+    if not query <= set(INFRARED_CAMERAS) or not gallery <= set(VISIBLE_CAMERAS):
         raise DatasetError(f"features {source} are not SYSU-MM01 query/gallery features (query cameras "
                            f"{sorted(query)}, gallery cameras {sorted(gallery)}); pass --dataset regdb for RegDB")
+
+
+MODE_OPTION = CliOption(("--mode",), "mode", "SYSU gallery cameras: all = 1,2,4,5; indoor = 1,2.", default="all",
+                        choices=tuple(GALLERY_CAMERAS), show_default=True)
 
 
 class SYSUProtocol(EvalProtocol):
     """SYSU-MM01: infrared queries against sampled visible galleries (official or AGW sampling)."""
 
-    name = "sysu"
     options_type = SYSUOptions
+    visualize_options = (MODE_OPTION,)
     cli_options = (
-        CliOption(("--mode",), "mode", "SYSU gallery cameras: all = 1,2,4,5; indoor = 1,2.", default="all",
-                  choices=("all", "indoor"), show_default=True),
+        MODE_OPTION,
         CliOption(("--shots",), "shots", "SYSU gallery images per identity and camera: 1 single-shot, 10 multi-shot.",
                   default="1", choices=("1", "10"), show_default=True, parse=int),
         CliOption(("--trials",), "gallery_trials", "SYSU gallery samplings to average.", default=10, type=int,
@@ -335,7 +336,6 @@ class SYSUProtocol(EvalProtocol):
         """The official permutations, read before any feature is extracted (None for AGW sampling)."""
         if options.sampling != "official":
             return None
-
         path = options.rand_perm or os.path.join(data_root, "exp", "rand_perm_cam.mat")
         try:
             return load_rand_perm_cam(path)
@@ -348,8 +348,8 @@ class SYSUProtocol(EvalProtocol):
             return [(options.mode, int(options.shots))]
         return [s for s in ALL_SETTINGS if options.sampling == "official" or s[1] == 1]
 
-    def evaluate(self, features, options: SYSUOptions, *, all_settings=False, rerank=False, context=None,
-                 split=None, source="features") -> list[dict]:
+    def score(self, features, options: SYSUOptions, *, all_settings=False, rerank=False, context=None,
+              split=None, source="features") -> list[dict]:
         check_sysu_features(features, source)
         return evaluate_sysu_settings(features, self.settings(options, all_settings), trials=options.gallery_trials,
                                       sampling=options.sampling, perm=context, rerank=rerank)
@@ -373,9 +373,10 @@ class SYSUProtocol(EvalProtocol):
         results = self.evaluate(features, SYSUOptions(), all_settings=final, context=reader)
         return results, results[:1]
 
-    def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
-        """The test queries and the first official single-shot gallery (the whole pool without
-        ``rand_perm_cam.mat``), with the same-location camera rule."""
+    def ranked_list_sources(self, reader, options: dict):
+        """The test queries and the first official single-shot gallery of ``--mode`` (the whole
+        pool without ``rand_perm_cam.mat``), with the same-location camera rule."""
+        mode = options["mode"]
         queries, pool = reader.query_records(), reader.gallery_records(mode)
         if not queries or not pool:
             raise DatasetError(f"SYSU-MM01 at {reader.root} has no test {'queries' if not queries else 'gallery'} "
@@ -393,4 +394,13 @@ class SYSUProtocol(EvalProtocol):
                 same_location_junk)
 
 
-SYSU_PROTOCOL = SYSUProtocol()
+SYSU = DatasetSpec(
+    name="sysu", title="SYSU-MM01", open=SYSUDataset, protocol=SYSUProtocol,
+    # The authors' configs/SYSU.yml (facts §3).
+    preset={"model": {"image_height": 384, "image_width": 128},
+            "data": {"data_root": "datasets/SYSU-MM01", "batch_ids": 16, "images_per_id": 8},
+            "train": {"milestones": [80, 120], "epochs": 140}},
+    info_keys=("train_ids", "train_visible", "train_infrared", "test_ids", "query", "gallery_all",
+               "gallery_indoor", "has_rand_perm"),
+    synthesize=synthesize_sysu,
+)

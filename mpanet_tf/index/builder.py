@@ -137,9 +137,9 @@ def _check_batch(batch_size) -> int:
     return int(batch_size)
 
 
-def build_index(model, output, images=None, dataset: str | None = None, data_root=None, split: str = "gallery",
+def build_index(model, output, images=None, dataset=None, data_root=None, split: str = "gallery",
                 trial: int = 1, dtype: str = "float32", batch_size: int = 32, skip_bad_images: bool = False,
-                progress: bool = True) -> GalleryIndex:
+                progress: bool = True, dataset_options: dict | None = None) -> GalleryIndex:
     """``mpanet-tf index build``: embed every image of one source into a new index at ``output``.
 
     Re-running it on an index it left unfinished continues the build (the same model and source
@@ -149,7 +149,8 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
         model: a model artifact path, :class:`~mpanet_tf.runtimes.embedder.Embedder` or Keras model.
         output: the index folder (``gallery.mpidx``).
         images: a folder of images (searched recursively); or
-        dataset, data_root, split, trial: a dataset split (:func:`~mpanet_tf.index.sources.dataset_entries`).
+        dataset, data_root, split, trial, dataset_options: a dataset split (its
+            :class:`~mpanet_tf.data.registry.DatasetSpec`, :func:`~mpanet_tf.index.sources.dataset_entries`).
         dtype: ``"float32"`` or ``"float16"`` storage of the unit embeddings.
         batch_size: images per forward pass and per commit.
 
@@ -160,7 +161,7 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
         raise ConfigError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     batch_size = _check_batch(batch_size)
     output = Path(os.path.expanduser(os.fspath(output)))
-    entries, source = resolve_entries(images, dataset, data_root, split, trial)
+    entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
     embedder = load_embedder(model)
     fingerprint = model_fingerprint(embedder)
     if output.exists():
@@ -176,10 +177,11 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
     return _update(output, embedder, fingerprint, entries, source, "build", batch_size, skip_bad_images, progress)
 
 
-def add_to_index(index, model, images=None, dataset: str | None = None, data_root=None, split: str = "gallery",
+def add_to_index(index, model, images=None, dataset=None, data_root=None, split: str = "gallery",
                  trial: int = 1, batch_size: int = 32, skip_bad_images: bool = False,
-                 progress: bool = True) -> GalleryIndex:
-    """``mpanet-tf index add``: append the images of a source that the index does not hold yet.
+                 progress: bool = True, dataset_options: dict | None = None) -> GalleryIndex:
+    """``mpanet-tf index add``: append the images of a source that the index does not hold yet
+    (the source as for :func:`build_index`).
 
     Raises:
         GalleryIndexError: not an index, or one built by another model (one line).
@@ -187,7 +189,7 @@ def add_to_index(index, model, images=None, dataset: str | None = None, data_roo
     batch_size = _check_batch(batch_size)
     folder = Path(os.path.expanduser(os.fspath(index)))
     GalleryIndex.open(folder, allow_pending=True)  # validate before any embedding work
-    entries, source = resolve_entries(images, dataset, data_root, split, trial)
+    entries, source = resolve_entries(images, dataset, data_root, split, trial, dataset_options)
     embedder = load_embedder(model)
     return _update(folder, embedder, model_fingerprint(embedder), entries, source, "add", batch_size,
                    skip_bad_images, progress)

@@ -17,7 +17,8 @@ def _source(source: dict) -> str:
     if source.get("kind") == "folder":
         return f"folder {source['path']}"
     trial = f" trial {source['trial']}" if "trial" in source else ""
-    return f"{source.get('name')} {source.get('split')}{trial} at {source.get('root')}"
+    options = "".join(f" {key}={value}" for key, value in source.get("options", {}).items())
+    return f"{source.get('name')} {source.get('split')}{trial}{options} at {source.get('root')}"
 
 
 def describe_index(path) -> list[str]:

@@ -4,10 +4,12 @@
 
     <path relative to the artifact, '' for a single file> NUL <size in bytes> NUL <SHA-256 of the bytes> LF
 
-The files of an artifact are the ones its loader reads
-(:func:`mpanet_tf.runtimes.embedder.load_embedder`):
+The files of an artifact are the ones its runtime lists (:meth:`Runtime.files
+<mpanet_tf.runtimes.registry.Runtime.files>` of the runtime that recognises the path,
+:func:`~mpanet_tf.runtimes.registry.find_runtime`): what its loader reads. For the built-in ones:
 
-- a single file (``.keras``, ``.onnx``, or any other one-file model): that file;
+- a single file (``.keras``, ``.onnx``, or any other one-file model): that file (and, for ONNX,
+  the external-data files it names, relative to its folder);
 - a run folder (holds ``config.json``): ``config.json``, ``model.keras`` and the newest complete
   checkpoint's ``.weights.h5``, those that exist;
 - any other folder (an exported SavedModel version ``saved_models/NAME/<v>``, ...): every regular,
@@ -27,7 +29,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from mpanet_tf import run_folder
+from mpanet_tf.runtimes.registry import find_runtime
 
 _BLOCK = 2**20
 
@@ -41,20 +43,12 @@ def _file_digest(path: Path) -> str:
 
 
 def artifact_files(path) -> list[tuple[str, Path]]:
-    """(relative name, file) of every file that makes up the artifact at ``path`` (module docstring)."""
-    path = Path(os.path.expanduser(os.fspath(path)))
-    if path.is_file():
-        return [("", path)]
-    if run_folder.is_run_folder(path):
-        files = [path / run_folder.CONFIG_FILE, path / run_folder.FINAL_MODEL]
-        latest = run_folder.latest_checkpoint(path)
-        if latest is not None:
-            files.append(latest[0])
-        return [(f.relative_to(path).as_posix(), f) for f in files if f.is_file()]
-    if path.is_dir():
-        return sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*")
-                      if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts))
-    return []
+    """(relative name, file) of every file that makes up the artifact at ``path`` (module
+    docstring), sorted by name."""
+    runtime, artifact = find_runtime(Path(os.path.expanduser(os.fspath(path))))
+    base = artifact if artifact.is_dir() else artifact.parent
+    named = [("" if f == artifact else f.relative_to(base).as_posix(), f) for f in runtime.files(artifact)]
+    return sorted(named)
 
 
 def _weights_fingerprint(model) -> str:

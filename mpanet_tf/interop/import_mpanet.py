@@ -95,7 +95,7 @@ def _check_output(output: Path, force: bool) -> None:
                           "--force to replace it")
 
 
-def _resolve_config(dataset: str, image_size) -> MPANetConfig:
+def _resolve_config(dataset, image_size) -> MPANetConfig:
     config = MPANetConfig.preset(dataset)
     if image_size is not None:
         height, width = parse_image_size(image_size) if isinstance(image_size, str) \
@@ -113,14 +113,15 @@ def _write_start_checkpoint(model, config: MPANetConfig, run_dir: Path) -> None:
     CheckpointManager(run_dir).save(model, RunProgress().state())
 
 
-def import_mpanet_checkpoint(checkpoint, output_dir, dataset: str = "sysu", force: bool = False,
+def import_mpanet_checkpoint(checkpoint, output_dir, dataset="sysu", force: bool = False,
                              image_size=None) -> Path:
     """Build the full MPANet from an authors' checkpoint and write it as a run folder.
 
     Args:
         checkpoint: ``.pth`` file (zip or legacy format) of the authors' model.
         output_dir: the run folder to create, e.g. ``runs/mpanet-authors``.
-        dataset: ``"sysu"`` or ``"regdb"``: the preset written to ``config.json``.
+        dataset: the :class:`~mpanet_tf.data.registry.DatasetSpec` (or registered name, ``"sysu"``)
+            whose preset is written to ``config.json``.
         force: replace an existing non-empty ``output_dir``.
         image_size: optional ``(H, W)`` or ``"HxW"`` replacing the preset's input size (only
             ``model.image_height``/``image_width`` change; the weights do not depend on it).

@@ -1,4 +1,4 @@
-"""The network after the backbone: PAM (or plain global pooling) then the BN neck (facts §1.3-1.5).
+"""The network after the backbone: PAM (or plain global pooling) then the BN neck (design.md §1.3-1.5).
 
     features    = PAM(F) = [P_1, ..., P_p, GAP(F)]  (B, (p + 1) * C)   or GAP(F) (B, C) without PAM
     bn_features = BN_neck(features)                 (B, D), the test-time embedding in inference mode
@@ -15,7 +15,7 @@ from keras import ops
 
 
 def embedding_head(stage4, pam, bn_neck, training=False):
-    """PAM (facts §1.3; global average pooling without it), then the BN neck (§1.4).
+    """PAM (design.md §1.3; global average pooling without it), then the BN neck (§1.4).
 
     Args:
         stage4: layer4 output after MAM4, (B, h, w, C) with C = 2048.

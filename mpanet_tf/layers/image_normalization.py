@@ -1,4 +1,4 @@
-"""ImageNet input normalisation inside the network (facts §1.5, the authors' test transform).
+"""ImageNet input normalisation inside the network (design.md §1.5, the authors' test transform).
 
     out = (images - 255 * mean) / (255 * std)        (B, H, W, 3) -> (B, H, W, 3)
 

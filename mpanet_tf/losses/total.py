@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from keras import ops
 
-#: Keys of the ``terms`` dict read by :func:`total_loss`.
-TERM_NAMES = ("id", "sep", "cc", "ce_vis", "ce_ir", "kl")
+from mpanet_tf.loss_terms import MODALITY_CE_TERMS, TOTAL_INPUTS
+
+#: Keys of the ``terms`` dict read by :func:`total_loss` (:data:`mpanet_tf.loss_terms.TOTAL_INPUTS`).
+TERM_NAMES = TOTAL_INPUTS
 
 
 def total_loss(terms, loss_config):
@@ -32,7 +34,7 @@ def total_loss(terms, loss_config):
     if loss_config.use_cc:
         needed.append("cc")
     if loss_config.use_ml:
-        needed += ["ce_vis", "ce_ir", "kl"]
+        needed += [*MODALITY_CE_TERMS, "kl"]
     missing = [name for name in needed if name not in terms]
     if missing:
         raise ValueError(f"total_loss is missing terms {missing}; got {sorted(terms)}")
@@ -47,6 +49,7 @@ def total_loss(terms, loss_config):
         total = total + term("cc")
     if loss_config.use_ml:
         multiplicity = 2.0 if loss_config.double_modality_ce else 1.0
-        total = total + float(loss_config.weight_sid) * multiplicity * (term("ce_vis") + term("ce_ir"))
+        visible, infrared = MODALITY_CE_TERMS
+        total = total + float(loss_config.weight_sid) * multiplicity * (term(visible) + term(infrared))
         total = total + float(loss_config.weight_kl) * term("kl")
     return total

@@ -19,6 +19,7 @@ import numpy as np
 
 from mpanet_tf.runtimes.registry import find_runtime
 
+
 @dataclass
 class Embedder:
     """An embedding function for image batches with what feeds it.

@@ -32,6 +32,17 @@ class KerasRuntime(Runtime):
             return path
         return None
 
+    def files(self, artifact: Path) -> list[Path]:
+        """A run folder: ``config.json``, ``model.keras`` and the newest complete checkpoint's
+        ``.weights.h5``, those that exist (what loading reads); a ``.keras`` file: itself."""
+        if not run_folder.is_run_folder(artifact):
+            return super().files(artifact)
+        files = [artifact / run_folder.CONFIG_FILE, artifact / run_folder.FINAL_MODEL]
+        latest = run_folder.latest_checkpoint(artifact)
+        if latest is not None:
+            files.append(latest[0])
+        return [f for f in files if f.is_file()]
+
     def load(self, path: Path):
         from mpanet_tf.inference import embedding_function  # deferred: TensorFlow; the CLI lists runtimes without it
         from mpanet_tf.model import load_model  # deferred: Keras/TensorFlow, as above

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mpanet_tf import run_folder
+from mpanet_tf.cli_option import CliOption
 from mpanet_tf.runtimes.embedder import Embedder
 from mpanet_tf.runtimes.export_info import read_export_info
 from mpanet_tf.runtimes.registry import ExportOptions, Runtime, register
@@ -120,6 +121,22 @@ def onnx_embedder(session):
     return embed
 
 
+def external_data_files(path: Path) -> list[Path]:
+    """The files beside the ONNX file ``path`` that hold its initialisers' external data, sorted
+    (none when the file is not a readable ONNX graph: its bytes are all there is to hash, and
+    loading it names the problem)."""
+    import onnx  # heavy (~1 s); only a fingerprint reads it
+
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and friends: a corrupt or foreign file
+        return []
+    locations = {entry.value for tensor in model.graph.initializer
+                 if tensor.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in tensor.external_data if entry.key == "location"}
+    return sorted(path.parent / location for location in locations)
+
+
 def latest_version_file(folder: Path, subdir: str, filename: str = ONNX_FILE) -> Path | None:
     """``folder/subdir/<highest version>/filename``, or None."""
     versions = [p for p in (folder / subdir).glob("*") if p.name.isdigit() and (p / filename).is_file()]
@@ -136,6 +153,7 @@ class OnnxRuntime(Runtime):
     priority = 30
     subdir = "onnx"
     accepts_unlabelled = True  # an .onnx file without export info is opened as float ONNX
+    cli_options = (CliOption(("--opset",), "opset", f"ONNX opset [default: {DEFAULT_OPSET}].", type=int, minimum=13),)
 
     def target(self, output: Path, version: int) -> Path:
         return Path(output) / self.subdir / str(int(version))
@@ -144,7 +162,7 @@ class OnnxRuntime(Runtime):
         return target / ONNX_FILE
 
     def write(self, model, folder: Path, options: ExportOptions) -> dict:
-        opset = int(options.opset or DEFAULT_OPSET)
+        opset = int(options["opset"] or DEFAULT_OPSET)
         write_onnx(model, folder / ONNX_FILE, opset)
         return {"opset": opset, "input": input_description(model)}
 
@@ -155,6 +173,13 @@ class OnnxRuntime(Runtime):
         if path.is_dir() and not run_folder.is_run_folder(path):
             return latest_version_file(path, self.subdir)
         return None
+
+    def files(self, artifact: Path) -> list[Path]:
+        """The ``.onnx`` file and the external-data files its initialisers name (a model over 2 GB
+        keeps its weights beside the graph; the exporter here writes one file)."""
+        if not artifact.is_file():
+            return []
+        return [artifact, *external_data_files(artifact)]
 
     def load(self, path: Path):
         session = onnx_session(path)

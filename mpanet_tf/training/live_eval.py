@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 
-from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.eval.features import extract_feature_set
 from mpanet_tf.eval.report import METRIC_KEYS, setting_name
 
@@ -37,14 +36,15 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
-def evaluate_live_model(model, dataset, config, *, final: bool = False, embed_fn=None, progress: bool = False,
+def evaluate_live_model(model, spec, dataset, config, *, final: bool = False, embed_fn=None, progress: bool = False,
                         log=print) -> dict | None:
     """Evaluate the in-memory ``model`` on the test split of ``dataset``.
 
     Args:
         model: the :class:`~mpanet_tf.model.MPANet` being trained.
+        spec: the :class:`~mpanet_tf.data.registry.DatasetSpec` of the run's dataset (its protocol).
         dataset: the run's reader (:class:`~mpanet_tf.data.sysu.SYSUDataset`,
-            :class:`~mpanet_tf.data.regdb.RegDBDataset`, ...), of ``config.data.dataset``.
+            :class:`~mpanet_tf.data.regdb.RegDBDataset`, ...), of ``spec``.
         config: the run's :class:`~mpanet_tf.config.MPANetConfig`.
         final: the end-of-training evaluation (every setting of the paper's table) instead of the
             periodic one (SYSU all-search single-shot).
@@ -57,7 +57,7 @@ def evaluate_live_model(model, dataset, config, *, final: bool = False, embed_fn
         (SYSU without ``rand_perm_cam.mat``).
     """
     start = time.time()
-    protocol = get_dataset(config.data.dataset).get_protocol()
+    protocol = spec.get_protocol()
     reason = protocol.training_skip_reason(dataset)
     if reason:
         log(f"evaluation skipped: {reason}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from mpanet_tf.config import LOGGED_LOSSES
+from mpanet_tf.loss_terms import LOGGED_LOSSES
 
 #: The loss terms of a history entry (``loss`` is the weighted total, Eq. 14 with the code's weights).
 LOSS_KEYS = LOGGED_LOSSES

@@ -29,7 +29,7 @@ from mpanet_tf import __version__, run_folder
 from mpanet_tf.config import MPANetConfig
 from mpanet_tf.data.bad_images import find_bad_images
 from mpanet_tf.data.cache import open_cache
-from mpanet_tf.data.registry import get_dataset, load_dataset
+from mpanet_tf.data.registry import DatasetSpec, get_dataset
 from mpanet_tf.data.sampler import IdentityPairSampler
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.io import locks
@@ -126,23 +126,39 @@ def make_optimizer(config: MPANetConfig):
     return keras.optimizers.Adam(learning_rate=float(config.train.lr), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
 
 
+def dataset_spec(config: MPANetConfig, spec: DatasetSpec | None = None) -> DatasetSpec:
+    """The spec of ``config.data.dataset``: ``spec`` when given (the CLI's, resolved once), else
+    looked up.
+
+    Raises:
+        ConfigError: ``spec`` is another dataset than the config's.
+    """
+    if spec is None:
+        return get_dataset(config.data.dataset)
+    if spec.name != config.data.dataset:
+        raise ConfigError(f"the run's config trains on {config.data.dataset}, not {spec.name}; "
+                          f"pass --dataset {config.data.dataset} or train into a new --output")
+    return spec
+
+
 @dataclass
 class TrainingData:
-    """The data of a run: the dataset (its test split is evaluated), the training records (bad
-    images left out with ``skip_bad_images``), the identity/pair sampler and the image cache (or
-    None)."""
+    """The data of a run: the dataset's reader (its test split is evaluated), the training records
+    (bad images left out with ``skip_bad_images``), the identity/pair sampler, the image cache (or
+    None) and the dataset's :class:`~mpanet_tf.data.registry.DatasetSpec`."""
 
     dataset: object
     records: list
     sampler: object
     cache: object = None
+    spec: DatasetSpec | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.dataset.train_ids)
 
 
-def load_training_data(config: MPANetConfig, num_replicas: int, log) -> TrainingData:
+def load_training_data(config: MPANetConfig, spec: DatasetSpec, num_replicas: int, log) -> TrainingData:
     """The :class:`TrainingData` of a run, before anything is written.
 
     The sampler knows the replica count (whole identity blocks per replica); with
@@ -153,7 +169,7 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log) -> Training
     """
     data = config.data
     check_replica_layout(data.batch_ids, data.images_per_id, num_replicas)
-    dataset = load_dataset(data.dataset, data.data_root or ".", data.trial)
+    dataset = spec.load(data.data_root or ".", trial=data.trial)
     records = dataset.train_records()
     if data.skip_bad_images:
         bad = set(find_bad_images(records, progress=False))
@@ -165,7 +181,7 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log) -> Training
     cache = None
     if data.cache:
         cache = open_cache(data.cache, records, (config.model.image_height, config.model.image_width))
-    return TrainingData(dataset, records, sampler, cache)
+    return TrainingData(dataset, records, sampler, cache, spec)
 
 
 def build_training_model(config: MPANetConfig, num_classes: int, strategy):
@@ -182,8 +198,8 @@ def build_training_model(config: MPANetConfig, num_classes: int, strategy):
 
 def run_meta(config, data: TrainingData, init, strategy, status) -> dict:
     """The ``run.json`` of a run (facts: dataset, classes, backbone init and its SHA-256, status)."""
-    has_splits = bool(get_dataset(config.data.dataset).splits)
-    return {"status": status, "dataset": config.data.dataset, "data_root": str(getattr(data.dataset, "root", "")),
+    has_splits = bool(data.spec.splits)
+    return {"status": status, "dataset": data.spec.name, "data_root": str(getattr(data.dataset, "root", "")),
             "trial": config.data.trial if has_splits else None,
             "num_classes": data.num_classes, "backbone_init": init, "strategy": describe(strategy),
             "replicas": int(strategy.num_replicas_in_sync),

@@ -39,9 +39,9 @@ from mpanet_tf.config import MPANetConfig
 from mpanet_tf.data.bad_images import locate_bad_image
 from mpanet_tf.data.pipeline import DECODE_ERRORS, build_train_dataset
 from mpanet_tf.errors import ConfigError, TrainingError
-from mpanet_tf.io import atomic, locks
 from mpanet_tf.inference import embedding_function
 from mpanet_tf.interop.backbone_init import initialize_backbone, resolve_backbone
+from mpanet_tf.io import atomic, locks
 from mpanet_tf.training import setup
 from mpanet_tf.training.checkpoints import CheckpointManager
 from mpanet_tf.training.history import TensorBoardLog, epoch_line, make_entry, write_history
@@ -98,13 +98,15 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
 
 # ---------------------------------------------------------------------------- train
 @locks.holding_lock("run folder", when=is_chief_task)  # the whole run holds the folder's lock
-def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool = False, verbose: int = 1,
-          final_eval: bool | None = True, callbacks=(), log=None, detail_log=None) -> TrainResult:
+def train(config: MPANetConfig, output_dir, *, dataset=None, resume: bool = False, force: bool = False,
+          verbose: int = 1, final_eval: bool | None = True, callbacks=(), log=None, detail_log=None) -> TrainResult:
     """Train MPANet into the run folder ``output_dir``.
 
     Args:
         config: the resolved :class:`MPANetConfig` (``data.data_root`` names the dataset).
         output_dir: the run folder; must be empty or absent unless ``resume``/``force``.
+        dataset: the :class:`~mpanet_tf.data.registry.DatasetSpec` of ``config.data.dataset``
+            (the CLI resolves ``--dataset`` once); None looks it up.
         resume: continue the run in ``output_dir`` from its newest checkpoint, with its
             ``config.json`` (the fields of :data:`setup.RESUMABLE_FIELDS` may change); an
             absent or empty folder starts a new run.
@@ -131,7 +133,7 @@ def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool
     saved_config = setup.check_output(output, resume=resume, force=force)
     if saved_config is not None:
         config = setup.merge_resume_config(saved_config, config)
-    run = TrainingRun(config, output, options)
+    run = TrainingRun(config, setup.dataset_spec(config, dataset), output, options)
     run.load(resume)
     with setup.precision_policy(config.train.mixed_precision):
         run.build_model()
@@ -160,6 +162,7 @@ class TrainingRun:
 
     Attributes:
         config: the run's resolved :class:`MPANetConfig`.
+        spec: the :class:`~mpanet_tf.data.registry.DatasetSpec` of its dataset.
         output: the run folder named by the user.
         options: :class:`TrainOptions`.
         strategy: the ``tf.distribute`` strategy; ``chief``: this process writes ``output``.
@@ -171,8 +174,8 @@ class TrainingRun:
         meta: the ``run.json`` contents.
     """
 
-    def __init__(self, config: MPANetConfig, output: Path, options: TrainOptions):
-        self.config, self.output, self.options = config, output, options
+    def __init__(self, config: MPANetConfig, spec, output: Path, options: TrainOptions):
+        self.config, self.spec, self.output, self.options = config, spec, output, options
         self.strategy = make_strategy(config.train.strategy)
         self.chief = is_chief(self.strategy)
         self.schedule = EpochSchedule(config)
@@ -188,7 +191,8 @@ class TrainingRun:
         """Read the newest checkpoint's state (``resume``), the data and, for a new run, the
         backbone weights."""
         self._state = CheckpointManager(self.output).latest() if resume else None
-        self.data = setup.load_training_data(self.config, self.strategy.num_replicas_in_sync, self.options.log)
+        self.data = setup.load_training_data(self.config, self.spec, self.strategy.num_replicas_in_sync,
+                                             self.options.log)
         if self._state is None:
             self._backbone = resolve_backbone(self.config.model.backbone_weights, progress=self.options.verbose > 0)
         if self.options.final_eval is None:   # a resumed run keeps its --final-eval/--no-final-eval
@@ -356,7 +360,7 @@ class TrainingRun:
         if not (due and self.chief):
             return None
         self._embed_fn = self._embed_fn or embedding_function(self.model, folded=False, jit=train_cfg.jit)
-        result = evaluate_live_model(self.model, self.data.dataset, self.config, final=final,
+        result = evaluate_live_model(self.model, self.spec, self.data.dataset, self.config, final=final,
                                      embed_fn=self._embed_fn, log=self.options.log)
         if result is not None:
             summary = result["summary"]

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf.config import LOSS_TERMS as CONFIG_LOSS_TERMS
-from mpanet_tf.config import TOTAL_LOSS
+from mpanet_tf.loss_terms import LOSS_TERMS as LOGGED_TERMS
+from mpanet_tf.loss_terms import TOTAL_LABEL, TOTAL_LOSS
 from mpanet_tf.run_folder import HISTORY_FILE
 from mpanet_tf.viz.common import VisualizationError, check_output, check_size, new_figure, save_png
 
-#: Loss keys of a history epoch, with their legend labels (facts §2; :data:`mpanet_tf.config.LOSS_TERMS`).
-LOSS_TERMS = ((TOTAL_LOSS, "total (weighted)"), *CONFIG_LOSS_TERMS.items())
+#: Loss keys of a history epoch, with their legend labels (facts §2; :mod:`mpanet_tf.loss_terms`).
+LOSS_TERMS = ((TOTAL_LOSS, TOTAL_LABEL), *LOGGED_TERMS.items())
 #: Evaluation keys of a history epoch's ``eval`` entry (percent).
 METRICS = ("rank1", "mAP", "mINP")
 DEFAULT_SIZE = (960, 720)

@@ -32,7 +32,6 @@ import numpy as np
 
 from mpanet_tf.data.image_files import find_images
 from mpanet_tf.data.records import ImageRecord, make_record
-from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.eval.features import extract_features
 from mpanet_tf.eval.metrics import l2_normalize, no_junk, pairwise_squared_distance
@@ -209,9 +208,9 @@ def draw_ranks(rows: list[RankedRow], output, image_size, width: int | None = No
     return save_png(figure, output, width, height)
 
 
-def visualize_ranks(model, output, dataset: str | None = None, data_root=None, query_folder=None,
-                    gallery_folder=None, queries: int = 4, top_k: int = 5, mode: str = "all",
-                    trial: int = 1, direction: str = "i2v", seed: int | None = None,
+def visualize_ranks(model, output, dataset=None, data_root=None, query_folder=None,
+                    gallery_folder=None, queries: int = 4, top_k: int = 5, trial: int = 1,
+                    dataset_options: dict | None = None, seed: int | None = None,
                     width: int | None = None, height: int | None = None, batch_size: int = 64,
                     progress: bool = False) -> list[RankedRow]:
     """``mpanet-tf visualize ranks``: rank the gallery for ``queries`` queries and draw the top ``top_k``.
@@ -220,12 +219,15 @@ def visualize_ranks(model, output, dataset: str | None = None, data_root=None, q
         model: a loaded model or embedder, or a run folder / ``.keras`` / SavedModel / ``.onnx`` path
             (:func:`~mpanet_tf.viz.common.open_embedding`).
         output: ``.png`` path.
-        dataset, data_root: a registered dataset (``"sysu"``, ``"regdb"``) and its folder; or instead
+        dataset, data_root: a dataset's :class:`~mpanet_tf.data.registry.DatasetSpec` and its
+            folder; or instead
         query_folder, gallery_folder: two folders of images.
         queries: number of queries (rows), picked by :func:`pick_queries`.
         top_k: gallery images per row.
-        mode: SYSU gallery, ``"all"`` or ``"indoor"``.
-        trial, direction: RegDB trial and ``"i2v"`` / ``"v2i"``.
+        trial: the dataset's split (datasets with :attr:`~mpanet_tf.data.registry.DatasetSpec.splits`).
+        dataset_options: ``{dest: value}`` of the protocol's
+            :attr:`~mpanet_tf.eval.protocol.EvalProtocol.visualize_options` (SYSU ``mode``,
+            RegDB/LLCM ``direction``); missing ones take their defaults.
         seed: None picks evenly spaced queries, an integer a random choice.
         width, height: picture size in pixels.
 
@@ -246,12 +248,11 @@ def visualize_ranks(model, output, dataset: str | None = None, data_root=None, q
         normalize, source = True, f"{Path(gallery_folder).name} ({len(gallery_records)} gallery images)"
     else:
         if data_root is None:
-            raise ConfigError(f"--dataset {dataset} needs --data-root, the dataset folder")
-
-        spec = get_dataset(dataset)
-        reader = spec.load(data_root, trial=trial)
-        query_records, gallery_records, source, normalize, junk = spec.get_protocol().ranked_list_sources(
-            reader, mode=mode, direction=direction)
+            raise ConfigError(f"--dataset {dataset.name} needs --data-root, the dataset folder")
+        protocol = dataset.get_protocol()
+        reader = dataset.load(data_root, trial=dataset.check_split(trial))
+        options = {**protocol.option_defaults("visualize_options"), **(dataset_options or {})}
+        query_records, gallery_records, source, normalize, junk = protocol.ranked_list_sources(reader, options)
     embed_fn, size = open_embedding(model)
     chosen = [query_records[i] for i in pick_queries(queries, len(query_records), seed)]
     query_features = extract_features(embed_fn, chosen, size, batch_size, progress)

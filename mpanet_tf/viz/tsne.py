@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.eval.features import extract_features
 from mpanet_tf.eval.metrics import l2_normalize
@@ -27,11 +26,15 @@ VISIBLE_MARKER = "o"
 INFRARED_MARKER = "^"
 
 
-def evaluation_records(dataset: str, data_root, trial: int = 1) -> list:
+def evaluation_records(dataset, data_root, trial: int = 1) -> list:
     """Every test image of a dataset (both modalities) as :class:`~mpanet_tf.data.records.ImageRecord`:
-    the query and gallery records of its protocol's test split (``trial``: the split, RegDB)."""
-    spec = get_dataset(dataset)
-    query, gallery = spec.get_protocol().test_split(spec.load(data_root, trial=trial))
+    the query and gallery records of its protocol's test split.
+
+    Args:
+        dataset: the dataset's :class:`~mpanet_tf.data.registry.DatasetSpec`.
+        trial: its split (datasets with :attr:`~mpanet_tf.data.registry.DatasetSpec.splits`).
+    """
+    query, gallery = dataset.get_protocol().test_split(dataset.load(data_root, trial=dataset.check_split(trial)))
     return query + gallery
 
 
@@ -121,7 +124,7 @@ def tsne_figure(points, person_ids, infrared, width: int, height: int, title: st
     return figure
 
 
-def visualize_tsne(model, dataset: str, data_root, output, ids: int = 8, per_modality: int = 10,
+def visualize_tsne(model, dataset, data_root, output, ids: int = 8, per_modality: int = 10,
                    person_ids=None, trial: int = 1, perplexity: float = 30.0, seed: int = 0,
                    width: int | None = None, height: int | None = None, batch_size: int = 64,
                    progress: bool = False) -> dict:
@@ -130,7 +133,8 @@ def visualize_tsne(model, dataset: str, data_root, output, ids: int = 8, per_mod
     Args:
         model: a loaded model or embedder, or a run folder / ``.keras`` / SavedModel / ``.onnx`` path
             (:func:`~mpanet_tf.viz.common.open_embedding`).
-        dataset, data_root: ``"sysu"`` or ``"regdb"`` and its folder (``trial`` for RegDB).
+        dataset, data_root: a dataset's :class:`~mpanet_tf.data.registry.DatasetSpec` and its folder
+            (``trial``: its split, for datasets that ship several).
         output: ``.png`` path.
         ids, per_modality, person_ids, seed: which images (:func:`select_records`).
         perplexity: t-SNE perplexity (clipped to n - 1).
@@ -149,9 +153,7 @@ def visualize_tsne(model, dataset: str, data_root, output, ids: int = 8, per_mod
     points = tsne_points(features, perplexity, seed)
     person = np.array([r.person_id for r in records], dtype=np.int64)
     infrared = np.array([r.infrared for r in records], dtype=bool)
-
-    spec = get_dataset(dataset)
-    name = f"{spec.title} trial {trial}" if spec.splits else spec.title
+    name = f"{dataset.title} trial {trial}" if dataset.splits else dataset.title
     title = f"t-SNE of {len(np.unique(person))} {name} test identities ({len(records)} images)"
     save_png(tsne_figure(points, person, infrared, width, height, title), output, width, height)
     return {"points": points, "person_ids": person, "infrared": infrared, "records": records}

@@ -110,9 +110,10 @@ def test_float16_storage_is_within_tolerance(pictures, model_file, tmp_path):
 
 
 def test_dataset_split_keeps_identity_camera_and_modality(sysu_tree, model_file, tmp_path):
+    from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.data.sysu import SYSUDataset
 
-    index = build_index(make_embedder(model_file), tmp_path / "sysu.mpidx", dataset="sysu", data_root=sysu_tree,
+    index = build_index(make_embedder(model_file), tmp_path / "sysu.mpidx", dataset=get_dataset("sysu"), data_root=sysu_tree,
                         split="query", progress=False)
     records = SYSUDataset(sysu_tree).query_records()
     assert index.paths == [r.path for r in records]

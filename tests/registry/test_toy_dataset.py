@@ -1,8 +1,9 @@
-"""A third dataset defined only under tests/ (reader + protocol, registered) works with every command.
+"""A fifth dataset defined only under tests/ (reader + protocol + spec, registered) works with every command.
 
 The toy dataset of :mod:`tests.registry.toy_dataset` / :mod:`tests.registry.toy_protocol` goes
-through ``dataset-info``, ``synth``, ``train``, ``eval`` (with its own ``--toy-metric`` option)
-and ``visualize ranks|tsne`` without any edit of the package or the CLI.
+through ``dataset-info``, ``synth``, ``train``, ``eval`` (with its own ``--toy-metric`` option),
+``visualize ranks`` (its own ``--toy-side``) and ``tsne``, ``index build|add`` (its own
+``--toy-modality``), ``index info`` and ``search --index`` without any edit of the package or the CLI.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from mpanet_tf.config import PRESETS, MPANetConfig
 from mpanet_tf.data.registry import dataset_names, get_dataset, load_dataset, unregister_dataset
 from mpanet_tf.errors import ConfigError, DatasetError
 from mpanet_tf.eval.features import load_features
-from tests.registry.toy_dataset import ToyDataset, register_toy, write_toy_tree
+from mpanet_tf.index.format import GalleryIndex
+from tests.registry.toy_dataset import ToyDataset, write_toy_tree
+from tests.registry.toy_protocol import register_toy
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,10 @@ def test_registration_reaches_config_presets_and_choices(toy):
     assert (config.data.dataset, config.model.image_height, config.model.image_width) == ("toy", 64, 32)
     assert PRESETS["toy"]["data"]["data_root"] == "datasets/TOY"
     assert "toy" in invoke("eval", "--help").output and "--toy-metric" in invoke("eval", "--help").output
-    for command in (["dataset-info"], ["train"], ["prepare"], ["visualize", "tsne"], ["synth"]):
+    assert "--toy-side" in invoke("visualize", "ranks", "--help").output
+    for command in (["index", "build"], ["index", "add"]):
+        assert "--toy-modality" in invoke(*command, "--help").output, command
+    for command in (["dataset-info"], ["train"], ["prepare"], ["visualize", "tsne"], ["synth"], ["index", "build"]):
         assert "toy" in invoke(*command, "--help").output, command
 
 
@@ -141,3 +147,61 @@ def test_sysu_options_still_refused_rules(toy, toy_root, tmp_path):
     assert result.exit_code == 2 and "RegDB only" in result.output
     result = invoke("eval", "--dataset", "toy", "--features", tmp_path / "x.npz", "--toy-metric", "manhattan")
     assert result.exit_code == 2 and "manhattan" in result.output
+
+
+def test_visualize_ranks_reads_the_toy_option(toy_root, toy_run, tmp_path, monkeypatch):
+    import mpanet_tf.cli.visualize_command as command
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        calls.append(rows)
+        return rows
+
+    real = command.visualize_ranks
+    monkeypatch.setattr(command, "visualize_ranks", spy)
+    data = ToyDataset(toy_root)
+    for side, infrared in (("visible", False), ("infrared", True)):
+        picture = tmp_path / f"{side}.png"
+        result = invoke("visualize", "ranks", "--model", toy_run, "--dataset", "toy", "--data-root", toy_root,
+                        "--toy-side", side, "--queries", 2, "--top-k", 3, "--output", picture)
+        assert result.exit_code == 0, result.output
+        rows = calls[-1]
+        assert all(row.query.infrared == infrared for row in rows)
+        assert {g.relpath for row in rows for g in row.gallery} <= {r.relpath for r in data.test_records(not infrared)}
+        assert picture.stat().st_size > 0
+    # Another dataset's option with the toy, or a dataset option without a dataset: one line, exit 2.
+    refused = invoke("visualize", "ranks", "--model", toy_run, "--dataset", "toy", "--data-root", toy_root,
+                     "--mode", "indoor", "--output", tmp_path / "x.png")
+    assert refused.exit_code == 2 and "--mode is not an option of --dataset toy" in refused.output
+    refused = invoke("visualize", "ranks", "--model", toy_run, "--query-folder", toy_root, "--gallery", toy_root,
+                     "--toy-side", "visible", "--output", tmp_path / "x.png")
+    assert refused.exit_code == 2 and "--toy-side is an option of a dataset's protocol" in refused.output
+
+
+def test_index_build_add_info_and_search(toy_root, toy_run, tmp_path):
+    index = tmp_path / "toy.mpidx"
+    result = invoke("index", "build", "--model", toy_run, "--dataset", "toy", "--data-root", toy_root,
+                    "--split", "all", "--toy-modality", "infrared", "--output", index)
+    assert result.exit_code == 0, result.output
+    data = ToyDataset(toy_root)
+    infrared = sorted(r.path for r in data.all_records() if r.infrared)
+    assert len(infrared) == 14           # (4 train + 3 test ids) x 2 infrared images
+    entries = GalleryIndex.open(index).entries
+    assert sorted(e["path"] for e in entries) == infrared and {e["modality"] for e in entries} == {"infrared"}
+    result = invoke("index", "add", "--index", index, "--model", toy_run, "--dataset", "toy", "--data-root",
+                    toy_root, "--split", "all", "--toy-modality", "visible")
+    assert result.exit_code == 0 and "(28 images" in result.output, result.output
+    info = invoke("index", "info", "--index", index)
+    assert info.exit_code == 0 and "toy all toy_modality=infrared" in info.output, info.output
+    assert "toy all toy_modality=visible" in info.output
+
+    query = data.test_records(False)[0]
+    result = invoke("search", "--model", toy_run, "--query", query.path, "--index", index, "--top-k", 28)
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.output.splitlines()[2:]]
+    assert "(28 gallery images)" in result.output.splitlines()[0] and len(lines) == 28
+    distances = [float(line[1]) for line in lines]
+    assert distances == sorted(distances) and distances[0] == pytest.approx(0.0, abs=1e-3)
+    assert lines[0][2] == query.path     # the query itself is in the index (its visible test image)

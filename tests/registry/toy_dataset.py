@@ -1,13 +1,13 @@
-"""A toy third dataset, defined entirely here: its reader, a tree writer and its registration.
+"""A toy dataset's reader and tree writer, defined entirely under tests/.
 
 Layout::
 
     TOY/{train,test}/<person id>/{vis,ir}_<n>.png
 
 Visible images are camera 1, infrared images camera 3 (the project's cam-3/6 infrared rule).
-Train labels are 0..N-1 over the sorted train ids. Its protocol lives in
-:mod:`tests.registry.toy_protocol`; :func:`register_toy` registers both with the dataset registry,
-exactly as a new dataset module would at its bottom.
+Train labels are 0..N-1 over the sorted train ids. Its protocol and its
+:class:`~mpanet_tf.data.registry.DatasetSpec` (``TOY``) live in :mod:`tests.registry.toy_protocol`,
+as a built-in dataset's do in its ``eval/<name>_protocol.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 from PIL import Image
 
 from mpanet_tf.data.records import ImageRecord, is_image_name, make_record, resolve_root
-from mpanet_tf.data.registry import DatasetSpec, register_dataset
 from mpanet_tf.errors import DatasetError
 
 VISIBLE_CAMERA, INFRARED_CAMERA = 1, 3
@@ -27,9 +26,9 @@ SIZE = (64, 32)
 
 
 class ToyDataset:
-    """The toy layout, validated when constructed (``trial`` is ignored: one split)."""
+    """The toy layout, validated when constructed (one split)."""
 
-    def __init__(self, root, trial: int = 1):
+    def __init__(self, root):
         self.root = resolve_root(root, "TOY", "write one with tests.registry.toy_dataset.write_toy_tree")
         self._split = {name: self._scan(name) for name in ("train", "test")}
         self.train_ids = sorted({r.person_id for r in self._split["train"]})
@@ -83,18 +82,6 @@ def write_toy_tree(out, train_ids=(1, 2, 3, 4), test_ids=(7, 8, 9), per_modality
     return out.absolute()
 
 
-TOY_SPEC = DatasetSpec(
-    name="toy", title="TOY", open=ToyDataset,
-    preset={"model": {"image_height": SIZE[0], "image_width": SIZE[1]},
-            "data": {"data_root": "datasets/TOY", "batch_ids": 2, "images_per_id": 2},
-            "train": {"milestones": [1], "epochs": 1}},
-    protocol="tests.registry.toy_protocol:TOY_PROTOCOL",
-    info_keys=("train_ids", "train_images", "test_ids", "test_visible", "test_infrared"),
-    synthesize=lambda out, *, seed=0, overwrite=False, ids=None, images=None, size=None: write_toy_tree(
-        out, per_modality=images or 2, seed=seed),
-)
-
-
-def register_toy() -> DatasetSpec:
-    """Register the toy dataset (a dataset module does this at its bottom, on import)."""
-    return register_dataset(TOY_SPEC)
+def synthesize_toy(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
+    """``synth --layout toy``: :func:`write_toy_tree` with ``images`` images per modality."""
+    return write_toy_tree(out, per_modality=images or 2, seed=seed)

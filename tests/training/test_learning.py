@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from mpanet_tf.data.registry import load_dataset
+from mpanet_tf.data.registry import get_dataset, load_dataset
 from mpanet_tf.training import train
 from mpanet_tf.training.live_eval import evaluate_live_model
 from tests.training.support import IMAGE_SIZE
@@ -36,7 +36,8 @@ class EvaluateUntrained(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.result is None:
-            self.result = evaluate_live_model(self.model, self.dataset, self.config, log=lambda m: None)["summary"]
+            spec = get_dataset(self.config.data.dataset)
+            self.result = evaluate_live_model(self.model, spec, self.dataset, self.config, log=lambda m: None)["summary"]
 
 
 def test_short_training_beats_the_untrained_model(larger_sysu, tmp_path):

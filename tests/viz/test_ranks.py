@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from mpanet_tf.cli.main import cli
 from mpanet_tf.data.records import make_record
+from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.data.sysu import load_rand_perm_cam
 from mpanet_tf.eval.metrics import same_location_junk
 from mpanet_tf.viz.common import QUERY_COLOUR, RIGHT_COLOUR, UNKNOWN_COLOUR, WRONG_COLOUR
@@ -90,7 +91,8 @@ def test_borders_are_green_for_right_and_red_for_wrong(sysu_tree, tmp_path):
 
 
 def test_sysu_uses_the_official_trial_one_gallery(tiny_model, sysu_tree, tmp_path):
-    rows = visualize_ranks(tiny_model, tmp_path / "r.png", dataset="sysu", data_root=sysu_tree, queries=3, top_k=100)
+    rows = visualize_ranks(tiny_model, tmp_path / "r.png", dataset=get_dataset("sysu"), data_root=sysu_tree,
+                           queries=3, top_k=100)
     perm = load_rand_perm_cam(sysu_tree / "exp" / "rand_perm_cam.mat")
     test_ids = [int(t) for t in (sysu_tree / "exp" / "test_id.txt").read_text().strip().split(",")]
     official = {f"cam{c}/{p:04d}/{int(perm[(c, p)][0, 0]):04d}.jpg"
@@ -107,11 +109,12 @@ def test_sysu_uses_the_official_trial_one_gallery(tiny_model, sysu_tree, tmp_pat
 
 
 def test_regdb_directions(tiny_model, regdb_tree, tmp_path):
-    rows = visualize_ranks(tiny_model, tmp_path / "i2v.png", dataset="regdb", data_root=regdb_tree, queries=2,
+    regdb = get_dataset("regdb")
+    rows = visualize_ranks(tiny_model, tmp_path / "i2v.png", dataset=regdb, data_root=regdb_tree, queries=2,
                            top_k=3, trial=2)
     assert all(r.query.camera == 3 and all(g.camera == 2 for g in r.gallery) for r in rows)
-    rows = visualize_ranks(tiny_model, tmp_path / "v2i.png", dataset="regdb", data_root=regdb_tree, queries=2,
-                           top_k=3, trial=2, direction="v2i")
+    rows = visualize_ranks(tiny_model, tmp_path / "v2i.png", dataset=regdb, data_root=regdb_tree, queries=2,
+                           top_k=3, trial=2, dataset_options={"direction": "v2i"})
     assert all(r.query.camera == 2 and all(g.camera == 3 for g in r.gallery) for r in rows)
     assert all(len(r.gallery) == 3 for r in rows)
 

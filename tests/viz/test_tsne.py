@@ -9,6 +9,7 @@ from matplotlib.markers import MarkerStyle
 
 from mpanet_tf.cli.main import cli
 from mpanet_tf.data.records import make_record
+from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.viz.common import VisualizationError
 from mpanet_tf.viz.tsne import (
     INFRARED_MARKER, VISIBLE_MARKER, evaluation_records, select_records, tsne_figure, tsne_points, visualize_tsne,
@@ -86,10 +87,10 @@ def test_figure_has_one_colour_per_identity_and_a_marker_per_modality():
 
 
 def test_visualize_tsne_uses_the_given_identities(tiny_model, sysu_tree, tmp_path):
-    records = evaluation_records("sysu", sysu_tree)
+    records = evaluation_records(get_dataset("sysu"), sysu_tree)
     eligible = sorted({r.person_id for r in records if r.infrared} & {r.person_id for r in records if not r.infrared})
     chosen = eligible[:2]
-    result = visualize_tsne(tiny_model, "sysu", sysu_tree, tmp_path / "t.png", person_ids=chosen, per_modality=3,
+    result = visualize_tsne(tiny_model, get_dataset("sysu"), sysu_tree, tmp_path / "t.png", person_ids=chosen, per_modality=3,
                             width=400, height=300)
     assert png_size(tmp_path / "t.png") == (400, 300)
     assert sorted(set(result["person_ids"].tolist())) == chosen
