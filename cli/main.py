@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "prepare_command",
     "manifest_command",
     "index_command",
+    "serve_command",
 )
 
 

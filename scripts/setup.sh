@@ -12,6 +12,6 @@ stamp=.venv/.mpanet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing mpanet-tf and its dependencies into .venv (first time: a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test,viz]"
+  .venv/bin/python -m pip install --quiet -e ".[test,viz,serve]"
   touch "$stamp"
 fi

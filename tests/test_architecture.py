@@ -11,7 +11,7 @@ rest of ``interop``, the weight-file readers ``training`` uses, sits with ``data
      v
     viz
      v
-    interop.import_mpanet | search
+    interop.import_mpanet | search | serve
      v
     quickstart
      v
@@ -66,7 +66,7 @@ PACKAGE = "mpanet_tf"
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
     ("viz",),
-    ("interop.import_mpanet", "search"),
+    ("interop.import_mpanet", "search", "serve"),
     ("quickstart",),
     ("training", "index"),
     ("export", "eval"),
@@ -84,7 +84,7 @@ LAYERS: list[tuple[str, ...]] = [
 #: or an optional extra that may be missing) to justify importing a project module inside a
 #: function.
 HEAVY = frozenset({"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "faiss", "matplotlib",
-                   "sklearn", "scipy", "torch"})
+                   "sklearn", "scipy", "torch", "starlette", "uvicorn"})
 #: What importing a heavy package imports with it (Keras 3 runs on the TensorFlow backend here).
 BRINGS = {"keras": {"tensorflow"}, "tf2onnx": {"tensorflow", "onnx"}}
 

@@ -68,6 +68,9 @@ PRECISION_BITS = 22
 # An in-graph refusal carries its reason between these markers through TensorFlow's error text.
 _REASON = re.compile(r"<<(.*?)>>")
 _JPEG, _PNG, _BMP, _GIF, _OTHER = range(5)
+#: (magic bytes, kind, file suffix) of the formats decoded, by the bytes that start the file.
+_MAGIC = ((b"GIF8", _GIF, ".gif"), (b"BM", _BMP, ".bmp"), (b"\x89PNG\r\n\x1a\n", _PNG, ".png"),
+          (b"\xff\xd8\xff", _JPEG, ".jpg"))
 _HEADER_BYTES = 64
 
 
@@ -111,9 +114,15 @@ def _kind(head):
         return tf.reduce_all(tf.equal(head[:len(magic)], tf.constant(list(magic), tf.int64)))
 
     kind = tf.constant(_OTHER)
-    for magic, value in ((b"GIF8", _GIF), (b"BM", _BMP), (b"\x89PNG\r\n\x1a\n", _PNG), (b"\xff\xd8\xff", _JPEG)):
+    for magic, value, _ in _MAGIC:
         kind = tf.where(starts(magic), tf.constant(value), kind)
     return kind
+
+
+def image_suffix(data: bytes) -> str | None:
+    """The file suffix (``".jpg"``, ``".png"``, ``".bmp"``, ``".gif"``) that the magic bytes at the
+    start of ``data`` name, as :func:`decode_image_tensor` sniffs them; None for anything else."""
+    return next((suffix for magic, _, suffix in _MAGIC if bytes(data[:len(magic)]) == magic), None)
 
 
 def _declared_size(data, head, kind):
@@ -495,8 +504,21 @@ def load_image(path, size) -> np.ndarray:
         data = read_image_file(path)
     except OSError as error:
         raise BadImageError(path, error.strerror or str(error)) from None
+    return image_from_bytes(data, size, path)
+
+
+def image_from_bytes(data: bytes, size, name: str = "upload") -> np.ndarray:
+    """Encoded file bytes -> float32 (h, w, 3) in [0, 255] at ``size`` = (h, w), exactly as
+    :func:`load_image` reads a file holding them (an upload to ``mpanet-tf serve``).
+
+    Raises:
+        BadImageError: the bytes are truncated, not an image, an unsupported variant or above
+            :data:`MAX_PIXELS` (naming ``name``).
+    """
+    import tensorflow as tf
+
     try:
         return _loader()(tf.constant(data), tf.constant([int(size[0]), int(size[1])], tf.int32)).numpy()
     except (tf.errors.InvalidArgumentError, ValueError) as error:
         # TensorFlow's message names its kernel and device, not the file: say what it means.
-        raise BadImageError(path, decode_error_reason(error)) from None
+        raise BadImageError(name, decode_error_reason(error)) from None
