@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 #: The /proc/cpuinfo flags that decide which float, bfloat16 and int8 kernels oneDNN, Eigen and
@@ -66,18 +65,19 @@ def describe() -> str:
     return f"CPU: {cpu_model()}, {os.cpu_count()} cores; SIMD: {simd}; load average {load_average()}"
 
 
-def run_worker(argv: list[str], timeout: float | None = None) -> dict:
-    """Run ``python argv...`` in a fresh process; its last stdout line is a JSON object, returned."""
-    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout)
+def run_worker(command: list[str], timeout: float | None = None) -> dict:
+    """Run ``command`` (an interpreter and its arguments) in a fresh process; its last stdout line
+    is a JSON object, returned."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{' '.join(argv)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1])
 
 
 def alternate(sides: dict[str, list[str]], rounds: int, timeout: float | None = None, report=print) -> dict:
-    """A B A B: ``rounds`` rounds, each running every side's command once, one after the other, each
-    in a fresh process. Returns {side: [result dict per round]}; ``report`` gets a line per run."""
+    """A B A B: ``rounds`` rounds, each running every side's command (interpreter and arguments)
+    once, one after the other, each in a fresh process. Returns {side: [result dict per round]}; ``report`` gets a line per run."""
     results: dict[str, list[dict]] = {name: [] for name in sides}
     for index in range(rounds):
         for name, argv in sides.items():

@@ -198,7 +198,7 @@ def main():
         (root / "records.json").write_text(json.dumps([dataclasses.astuple(r) for r in records]))
         mean_kb = np.mean([os.path.getsize(r.path) for r in records]) / 1024
         loaders = args.loaders.split(",")
-        common = [__file__, "--data", folder, "--size", args.size, "--epochs", str(args.epochs)]
+        common = [sys.executable, __file__, "--data", folder, "--size", args.size, "--epochs", str(args.epochs)]
         runs = alternate({name: [*common, "--worker", name] for name in loaders}, args.rounds,
                          report=lambda line: print(line, flush=True))
         extra = alternate({name: [*common, "--worker", name, "--cache-rows"] for name in loaders
