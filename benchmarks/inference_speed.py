@@ -52,10 +52,10 @@ def make_embedder(model, variant):
     if variant == "folded_bf16":
         return EmbeddingFunction(fold_batch_norms(model, dtype="mixed_bfloat16"), model.image_size)
     if variant == "predict_bf16":
-        from mpanet_tf.model import build_model
+        from mpanet_tf.model import MPANet
 
         with _policy("mixed_bfloat16"):
-            twin = build_model(model.config, model.num_classes)
+            twin = MPANet.from_config(model.get_config())  # the same architecture, bfloat16 compute
         twin.set_weights(model.get_weights())
         return lambda images: np.asarray(twin.predict_on_batch(images), np.float32)
     raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")

@@ -140,7 +140,7 @@ def agreement(float_path, int8_path, data_root, count):
     ``data_root`` (every image of the tree, train and test, evenly spread over the sorted list):
     (count,) float64."""
     from mpanet_tf.data.images import load_image
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
     from mpanet_tf.runtimes.quantized import calibration_paths
 
     float32, int8 = load_embedder(float_path), load_embedder(int8_path)

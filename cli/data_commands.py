@@ -8,7 +8,11 @@ import pathlib
 import click
 
 from mpanet_tf.cli.datasets import DatasetChoice, synthesizable_names
+from mpanet_tf.config import parse_image_size
+from mpanet_tf.data.bad_images import verify_images
+from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.errors import ConfigError, DatasetError
+from mpanet_tf.io.output_checks import check_output_folder
 
 
 def _echo_table(info: dict) -> None:
@@ -38,9 +42,6 @@ def dataset_info(dataset, data_root, trial, as_json, verify, skip_bad_images):
     visible test image in cameras 1,2,4,5 or 1,2) and whether exp/rand_perm_cam.mat is present.
     RegDB: the four lists of one trial.
     """
-    from mpanet_tf.data.bad_images import verify_images
-    from mpanet_tf.data.registry import get_dataset
-
     spec = get_dataset(dataset)
     data = spec.load(data_root or spec.data_root, trial=trial)
     counts = data.counts()
@@ -87,11 +88,6 @@ def synth(layout, out, ids, images_per_camera, seed, size, force):
     (sleeves, trousers, bag, glasses, build) across modalities. Use the tree with
     `mpanet-tf dataset-info`, training and evaluation exactly like the real dataset.
     """
-    from mpanet_tf.config import parse_image_size
-    from mpanet_tf.data.registry import get_dataset
-
-    from mpanet_tf.run_folder import check_output_folder
-
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; choose another folder")
     check_output_folder(out, "--out")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import click
 
+from mpanet_tf.data.registry import dataset_names, get_dataset, registry_version
+
 
 class DatasetChoice(click.Choice):
     """``click.Choice`` over the registered dataset names (or those ``names()`` returns), read live."""
@@ -19,8 +21,6 @@ class DatasetChoice(click.Choice):
 
     @property
     def choices(self):
-        from mpanet_tf.data.registry import dataset_names
-
         return tuple(self._names() if self._names is not None else dataset_names())
 
     @choices.setter
@@ -30,16 +30,12 @@ class DatasetChoice(click.Choice):
 
 def synthesizable_names() -> tuple[str, ...]:
     """The registered datasets with a synthetic generator (``synth --layout``)."""
-    from mpanet_tf.data.registry import dataset_names, get_dataset
-
     return tuple(name for name in dataset_names() if get_dataset(name).synthesize is not None)
 
 
 def protocol_options() -> list[click.Option]:
     """One ``click.Option`` per :class:`~mpanet_tf.eval.protocol.CliOption` of every registered
     protocol, in registration order; an option declared by several protocols appears once."""
-    from mpanet_tf.data.registry import dataset_names, get_dataset
-
     declared: dict[str, tuple] = {}
     for name in dataset_names():
         for option in get_dataset(name).get_protocol().cli_options:
@@ -73,8 +69,6 @@ class ProtocolOptionsCommand(click.Command):
 
     @property
     def params(self) -> list:
-        from mpanet_tf.data.registry import registry_version
-
         version = registry_version()
         if version != self._built_for:
             position = next(i for i, p in enumerate(self._own) if p.name == self._after) + 1

@@ -12,6 +12,11 @@ import sys
 import click
 
 from mpanet_tf.cli.datasets import DatasetChoice, ProtocolOptionsCommand
+from mpanet_tf.data.registry import get_dataset
+from mpanet_tf.eval.artifacts import EvalOptions, evaluate_artifacts
+from mpanet_tf.eval.report import format_table
+from mpanet_tf.io.atomic import atomic_write_json
+from mpanet_tf.io.output_checks import check_output_file
 
 
 @click.command("eval", cls=ProtocolOptionsCommand, after="save_features")
@@ -41,18 +46,12 @@ def eval_command(**params):
 
     Example: mpanet-tf eval --dataset sysu --data-root datasets/SYSU-MM01 --model runs/sysu --all-settings
     """
-    from mpanet_tf.data.registry import get_dataset
-    from mpanet_tf.eval.artifacts import EvalOptions, evaluate_artifacts
-    from mpanet_tf.eval.report import format_table
-    from mpanet_tf.run_folder import atomic_write_json
-
     protocol = get_dataset(params["dataset"]).get_protocol()
     options = EvalOptions(
         dataset=params["dataset"], data_root=params["data_root"], protocol=protocol.options_from_cli(params),
         rerank=params["rerank"], all_settings=params["all_settings"], batch_size=params["batch_size"],
         skip_bad_images=params["skip_bad_images"], progress=not params["quiet"],
     )
-    from mpanet_tf.run_folder import check_output_file
 
     for option in ("output", "save_features"):
         if params[option]:   # checked before any feature is extracted: nothing is lost at the end

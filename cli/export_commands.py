@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import click
 
+from mpanet_tf import runtimes
+from mpanet_tf.errors import ExportError, printable
+from mpanet_tf.io.output_checks import check_output_folder
+from mpanet_tf.runtimes import format_names, get_runtime
+from mpanet_tf.search import search, search_index
+from mpanet_tf.viz.common import check_output
+from mpanet_tf.viz.ranked_list import draw_ranked_list
+
 
 class RuntimeChoice(click.Choice):
     """A click choice among registered runtimes (:mod:`mpanet_tf.runtimes`), read when the
@@ -23,16 +31,12 @@ class RuntimeChoice(click.Choice):
 
 
 def _format_help() -> str:
-    from mpanet_tf.runtimes import format_names, get_runtime
-
     return "; ".join([*(f"{name}: {get_runtime(name).help}" for name in format_names()),
                       "all: every one of them"]) + "."
 
 
 def _registered(kind):
     def names():
-        from mpanet_tf import runtimes
-
         return getattr(runtimes, kind)()
 
     return names
@@ -72,9 +76,7 @@ def export_command(model_path, fmt, output, version, opset, quantize, calibratio
     resized exactly as in evaluation. ONNX input: `images` float32 (N, H, W, 3) in [0, 255]
     already resized to the model's input size. A failed export leaves nothing behind.
     """
-    from mpanet_tf.errors import ExportError
-    from mpanet_tf.export import export_model
-    from mpanet_tf.run_folder import check_output_folder
+    from mpanet_tf.export import export_model  # deferred: TensorFlow; --help stays fast
 
     check_output_folder(output, "--output")
     if (calibration is not None or calibration_images is not None) and quantize is None:
@@ -120,16 +122,11 @@ def search_command(model_path, query, gallery, index_path, ann, nprobe, top_k, o
     Distance: Euclidean distance between L2-normalised embeddings, in [0, 2]; smaller is more
     similar (the SYSU-MM01 evaluation's ranking). Prints rank, distance and path of the top-k.
     """
-    from mpanet_tf.errors import printable
-    from mpanet_tf.search import search, search_index
-
     if (gallery is None) == (index_path is None) or (ann and index_path is None):
         raise click.UsageError("pass exactly one of --gallery FOLDER and --index INDEX (--ann needs --index)")
     if nprobe is not None and not ann:
         raise click.UsageError("--nprobe only applies with --ann")
     if output:   # checked before the gallery is embedded
-        from mpanet_tf.viz.common import check_output
-
         check_output(output)
     if index_path is not None:
         result = search_index(model_path, query, index_path, top_k=top_k, ann=ann, nprobe=nprobe)
@@ -145,8 +142,6 @@ def search_command(model_path, query, gallery, index_path, ann, nprobe, top_k, o
     for rank, distance, path in top:
         click.echo(printable(f"{rank:>4}  {distance:8.4f}  {path}"))
     if output:
-        from mpanet_tf.viz.ranked_list import draw_ranked_list
-
         picture = draw_ranked_list(result.query, [p for _, _, p in top], [d for _, d, _ in top], output,
                                    title=f"query {result.query.name}: top {len(top)} of {result.gallery_size}")
         click.echo(f"picture: {picture}")

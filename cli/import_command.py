@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from mpanet_tf import run_folder
 from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.io.output_checks import check_output_folder
 
 
 @click.command("import-torch")
@@ -28,10 +30,9 @@ def import_torch(checkpoint, output, dataset, image_size, force):
     num_classes comes from classifier.weight. The run folder then works with `eval`, `export`
     and `train --resume`.
     """
-    from mpanet_tf import run_folder
-    from mpanet_tf.interop.import_mpanet import import_mpanet_checkpoint
+    from mpanet_tf.interop.import_mpanet import import_mpanet_checkpoint  # deferred: TensorFlow; --help stays fast
 
-    run_folder.check_output_folder(output, "--output")
+    check_output_folder(output, "--output")
     path = import_mpanet_checkpoint(checkpoint, output, dataset=dataset, force=force,
                                     image_size=image_size)
     meta = run_folder.read_json(path / run_folder.RUN_FILE)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.index import add_to_index, build_index
+from mpanet_tf.index.ann import prepare_ann
+from mpanet_tf.index.describe import describe_index
 
 _MODEL_HELP = ("Run folder written by `mpanet-tf train`, a .keras file, an exported SavedModel folder or an "
                ".onnx file. The index keeps its fingerprint and refuses any other model.")
@@ -51,8 +54,6 @@ def build_command(model_path, images, dataset, data_root, split, trial, batch_si
 
     Interrupted (Ctrl-C, kill), the same command continues where it stopped.
     """
-    from mpanet_tf.index import build_index
-
     index = build_index(model_path, output, images=images, dataset=dataset, data_root=data_root, split=split,
                         trial=trial, dtype=dtype, batch_size=batch_size, skip_bad_images=skip_bad_images)
     _report(index, ann)
@@ -65,8 +66,6 @@ def build_command(model_path, images, dataset, data_root, split, trial, batch_si
 @click.option("--ann", is_flag=True, help="Also bring the FAISS index of `search --ann` up to date.")
 def add_command(index_path, model_path, images, dataset, data_root, split, trial, batch_size, skip_bad_images, ann):
     """Append the images of --images or --dataset that the index does not hold yet."""
-    from mpanet_tf.index import add_to_index
-
     index = add_to_index(index_path, model_path, images=images, dataset=dataset, data_root=data_root, split=split,
                          trial=trial, batch_size=batch_size, skip_bad_images=skip_bad_images)
     _report(index, ann)
@@ -75,8 +74,6 @@ def add_command(index_path, model_path, images, dataset, data_root, split, trial
 def _report(index, ann: bool) -> None:
     click.echo(f"index: {index.path}  ({index.count} images, {index.dim}-d {index.dtype})")
     if ann:
-        from mpanet_tf.index.ann import prepare_ann
-
         _, settings = prepare_ann(index)
         click.echo(f"ann: IVF-PQ nlist={settings['nlist']} m={settings['m']} nbits={settings['nbits']} "
                    f"over {settings['rows']} rows")
@@ -86,8 +83,6 @@ def _report(index, ann: bool) -> None:
 @click.option("--index", "index_path", required=True, type=click.Path(), help="An index written by `index build`.")
 def info_command(index_path):
     """Describe an index: count, dim, dtype, model fingerprint, size on disk, dates, sources."""
-    from mpanet_tf.index.describe import describe_index
-
     for line in describe_index(index_path):
         click.echo(line)
 

@@ -14,7 +14,8 @@ import warnings
 
 import click
 
-from mpanet_tf.errors import MPANetError
+from mpanet_tf.errors import MPANetError, printable
+from mpanet_tf.tf_runtime import import_tensorflow_quietly
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,8 +36,6 @@ COMMAND_MODULES = (
 
 
 def _describe_os_error(error: OSError) -> str:
-    from mpanet_tf.errors import printable
-
     names = [os.fsdecode(n) for n in (error.filename, error.filename2) if n is not None]
     where = " -> ".join(names) if names else "a file"
     return printable(f"cannot access {where} ({error.strerror or error}); check the path, its permissions "
@@ -61,8 +60,6 @@ class ProjectGroup(click.Group):
         # first, with its native start-up lines silenced (mpanet_tf.tf_runtime).
         name, command, rest = super().resolve_command(ctx, args)
         if command is not None and not ctx.resilient_parsing and not set(HELP_OPTIONS) & set(rest):
-            from mpanet_tf.tf_runtime import import_tensorflow_quietly
-
             import_tensorflow_quietly()
         return name, command, rest
 

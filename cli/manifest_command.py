@@ -6,6 +6,9 @@ import pathlib
 
 import click
 
+from mpanet_tf.data.manifest import ManifestDataset
+from mpanet_tf.data.manifest_folders import write_manifest_from_folders
+
 
 @click.command("manifest")
 @click.option("--from-folders", "folder", required=True,
@@ -28,9 +31,6 @@ def manifest(folder, output, test_fraction, seed, query_modality, force):
     gallery. Persons with gallery-modality images only join the gallery as distractors. Use the
     file with `--dataset manifest --data-root FILE` in dataset-info, train and eval.
     """
-    from mpanet_tf.data.manifest import ManifestDataset
-    from mpanet_tf.data.manifest_folders import write_manifest_from_folders
-
     summary = write_manifest_from_folders(folder, output, test_fraction=test_fraction, seed=seed,
                                           query_modality=query_modality, overwrite=force)
     counts = ManifestDataset(summary["output"]).counts()

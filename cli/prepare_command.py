@@ -6,6 +6,9 @@ import click
 
 from mpanet_tf.cli.datasets import DatasetChoice
 from mpanet_tf.config import parse_image_size
+from mpanet_tf.data.cache import default_cache_dir, prepare_cache
+from mpanet_tf.data.registry import get_dataset
+from mpanet_tf.io.output_checks import check_output_folder
 
 
 @click.command("prepare")
@@ -32,14 +35,9 @@ def prepare(dataset, data_root, trial, image_size, cache_dir, skip_bad_images, n
     """
     import json
 
-    from mpanet_tf.data.cache import default_cache_dir, prepare_cache
-    from mpanet_tf.data.registry import get_dataset
-
     spec = get_dataset(dataset)
     size = parse_image_size(image_size) if image_size else spec.image_size
     if cache_dir:
-        from mpanet_tf.run_folder import check_output_folder
-
         check_output_folder(cache_dir, "--cache-dir")
     data = spec.load(data_root or spec.data_root, trial=trial)
     records = data.all_records() if spec.cache_all_records else data.train_records()

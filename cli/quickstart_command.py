@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpanet_tf.quickstart import QuickstartOptions
+from mpanet_tf.quickstart import QuickstartOptions, run_quickstart
 
 _DEFAULTS = QuickstartOptions()
 
@@ -29,8 +29,6 @@ def quickstart(data_root, output, export_dir, epochs, steps_per_epoch, ids):
     evaluates it with the official SYSU all-search single-shot protocol (10 trials) next to the
     untrained model, and exports a TF Serving SavedModel.
     """
-    from mpanet_tf.quickstart import run_quickstart
-
     options = QuickstartOptions(data_root=data_root, output=output, export_dir=export_dir, epochs=epochs,
                                 steps_per_epoch=steps_per_epoch, ids=ids)
     run_quickstart(options, log=click.echo)

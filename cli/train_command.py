@@ -16,9 +16,15 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from mpanet_tf import run_folder
 from mpanet_tf.cli.datasets import DatasetChoice
-from mpanet_tf.config import ABLATIONS, MIXED_PRECISIONS, cli_fields, default_help, preset_values, show_value
+from mpanet_tf.config import (
+    ABLATIONS, MIXED_PRECISIONS, MPANetConfig, apply_assignments, cli_fields, default_help, parse_image_size,
+    preset_values, show_value,
+)
+from mpanet_tf.data.registry import describe_choices
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.io.output_checks import check_output_folder
 
 
 def _option_name(declaration: str) -> str:
@@ -68,8 +74,6 @@ def _given(ctx, name) -> bool:
 
 
 def _apply_overrides(config, ctx, params):
-    from mpanet_tf.config import MPANetConfig, apply_assignments, parse_image_size
-
     data = config.to_dict()
     for name, (section, field) in FIELD_OPTIONS.items():
         if _given(ctx, name):
@@ -87,9 +91,6 @@ def _apply_overrides(config, ctx, params):
 
 def _saved_config(output: Path, repeat: int):
     """The config.json a --resume continues from (the lowest seed folder with --repeat), or None."""
-    from mpanet_tf import run_folder
-    from mpanet_tf.config import MPANetConfig
-
     if repeat == 1:
         folders = [output] if run_folder.is_run_folder(output) else []
     else:
@@ -99,14 +100,10 @@ def _saved_config(output: Path, repeat: int):
 
 def resolve_config(ctx, params):
     """The run's config: preset (+ ablation) or, with --resume, the saved one; then the options."""
-    from mpanet_tf.config import MPANetConfig
-
     output, repeat = Path(params["output"]), int(params["repeat"])
     base = _saved_config(output, repeat) if params["resume"] else None
     if base is None:
         if not params["dataset"]:
-            from mpanet_tf.data.registry import describe_choices
-
             raise ConfigError(f"--dataset is required ({describe_choices()}) unless --resume finds a run in --output")
         base = MPANetConfig.preset(params["dataset"])
         if params["ablation"]:
@@ -172,11 +169,10 @@ def train_command(ctx, **params):
     if params["verbose"] and params["quiet"]:
         raise ConfigError("--verbose and --quiet exclude each other; pass one")
     config = resolve_config(ctx, params)
-    from mpanet_tf.run_folder import check_output_folder
 
     check_output_folder(params["output"], "--output")
 
-    from mpanet_tf.training import TrainingInterrupted, train, train_repeats
+    from mpanet_tf.training.trainer import TrainingInterrupted, train, train_repeats  # deferred: TensorFlow; --help stays fast
 
     quiet = params["quiet"]
     log = (lambda message: None) if quiet else click.echo

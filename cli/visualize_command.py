@@ -11,6 +11,9 @@ import pathlib
 import click
 
 from mpanet_tf.cli.datasets import DatasetChoice
+from mpanet_tf.viz.curves import visualize_curves
+from mpanet_tf.viz.ranks import visualize_ranks
+from mpanet_tf.viz.tsne import visualize_tsne
 
 _MODEL_HELP = "Run folder written by `mpanet-tf train` (or a .keras model file)."
 _EMBED_HELP = ("Run folder written by `mpanet-tf train`, a .keras file, an exported SavedModel folder "
@@ -57,8 +60,6 @@ def ranks(model_path, dataset, data_root, query_folder, gallery_folder, queries,
     SYSU-MM01 uses the first trial of the official single-shot gallery (the whole pool when
     exp/rand_perm_cam.mat is absent) and the same-location camera rule; RegDB one trial's test split.
     """
-    from mpanet_tf.viz.ranks import visualize_ranks
-
     rows = visualize_ranks(model_path, output, dataset=dataset, data_root=data_root, query_folder=query_folder,
                            gallery_folder=gallery_folder, queries=queries, top_k=top_k, mode=mode, trial=trial,
                            direction=direction, seed=seed, width=width, height=height)
@@ -76,7 +77,7 @@ def ranks(model_path, dataset, data_root, query_folder, gallery_folder, queries,
 @_size_options
 def patterns(model_path, image_path, scale, output, width, height):
     """The image with each PAM pattern map overlaid as a heat map, one panel per map (paper Fig. 3)."""
-    from mpanet_tf.viz.patterns import visualize_patterns
+    from mpanet_tf.viz.patterns import visualize_patterns  # deferred: TensorFlow; --help stays fast
 
     visualize_patterns(model_path, image_path, output, width=width, height=height, scale=scale)
     click.echo(f"wrote {output}")
@@ -100,8 +101,6 @@ def patterns(model_path, image_path, scale, output, width, height):
 @_size_options
 def tsne(model_path, dataset, data_root, ids, person_ids, per_id, trial, perplexity, seed, output, width, height):
     """t-SNE of M identities' features: a colour per identity, circles visible, triangles infrared (Fig. 4)."""
-    from mpanet_tf.viz.tsne import visualize_tsne
-
     result = visualize_tsne(model_path, dataset, data_root, output, ids=ids, per_modality=per_id,
                             person_ids=list(person_ids) or None, trial=trial, perplexity=perplexity, seed=seed,
                             width=width, height=height)
@@ -116,8 +115,6 @@ def tsne(model_path, dataset, data_root, ids, person_ids, per_id, trial, perplex
 @_size_options
 def curves(run, output, width, height):
     """Every loss term, the evaluation metrics and the learning rate per epoch, from history.json."""
-    from mpanet_tf.viz.curves import visualize_curves
-
     visualize_curves(run, output, width=width, height=height)
     click.echo(f"wrote {output}")
 

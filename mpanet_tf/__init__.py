@@ -23,15 +23,15 @@ __version__ = "0.1.0"
 __all__ = ["MPANetConfig", "build_model", "load_model", "__version__"]
 
 
-def build_model(config=None, num_classes=395):
+def build_model(config, num_classes):
     """Build the MPANet Keras model; see :func:`mpanet_tf.model.build_model`."""
-    from mpanet_tf.model import build_model as _build
+    from mpanet_tf.model import build_model as _build  # deferred: TensorFlow, so `import mpanet_tf` stays light
 
     return _build(config, num_classes)
 
 
 def load_model(path):
     """Load a model from a run folder or a ``.keras`` file; see :func:`mpanet_tf.model.load_model`."""
-    from mpanet_tf.model import load_model as _load
+    from mpanet_tf.model import load_model as _load  # deferred: TensorFlow, so `import mpanet_tf` stays light
 
     return _load(path)

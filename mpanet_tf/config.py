@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any
 
+from mpanet_tf.data.registry import dataset_names, get_dataset
 from mpanet_tf.errors import ConfigError
 
 MAM_VARIANTS = ("mam", "in", "se")
@@ -393,20 +394,14 @@ class _Presets(Mapping):
     (:class:`mpanet_tf.data.registry.DatasetSpec.preset`, defined next to each reader)."""
 
     def __getitem__(self, name):
-        from mpanet_tf.data.registry import dataset_names, get_dataset
-
         if name not in dataset_names():
             raise KeyError(name)
         return get_dataset(name).config_overrides()
 
     def __iter__(self):
-        from mpanet_tf.data.registry import dataset_names
-
         return iter(dataset_names())
 
     def __len__(self):
-        from mpanet_tf.data.registry import dataset_names
-
         return len(dataset_names())
 
 

@@ -23,56 +23,21 @@ The SavedModel's ``serving_default`` resizes with :func:`mpanet_tf.data.images.r
 :func:`mpanet_tf.data.images.decode_image_tensor` first.
 
 Every export is written into a staging folder next to its target and renamed into place at the
-end (:func:`mpanet_tf.run_folder.staging_folder`); any failure removes the staging folder, so no
+end (:func:`mpanet_tf.io.staging.staging_folder`); any failure removes the staging folder, so no
 partial export is ever left behind, and the next export removes those of a killed one.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import os
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from mpanet_tf import run_folder
 from mpanet_tf.errors import ExportError
-
-EXPORT_INFO = "mpanet_export.json"
-
-
-def read_export_info(folder) -> dict:
-    """The ``mpanet_export.json`` of an exported folder, or {} when there is none."""
-    info = Path(folder) / EXPORT_INFO
-    if not info.is_file():
-        return {}
-    with open(info, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-# --------------------------------------------------------------- the command
-def _info(model, source, fmt: str, version: int, **extra) -> dict:
-    from mpanet_tf import __version__
-
-    height, width = model.image_size
-    return {
-        "format": fmt,
-        "version": int(version),
-        "source": os.fspath(source) if source is not None else None,
-        "image_height": int(height),
-        "image_width": int(width),
-        "embedding_dim": int(model.embedding_dim),
-        "output": f"embeddings: float32 (N, {model.embedding_dim}), BN-neck features, not L2-normalised",
-        "mpanet_tf_version": __version__,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **extra,
-    }
-
-
-def _write_info(folder: Path, info: dict) -> None:
-    with open(folder / EXPORT_INFO, "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+from mpanet_tf.io import locks
+from mpanet_tf.io.staging import replace_folder, staging_folder
+from mpanet_tf.model import load_model
+from mpanet_tf.runtimes.export_info import export_info, write_export_info
+from mpanet_tf.runtimes.registry import ExportOptions, resolve_formats
 
 
 @contextmanager
@@ -91,14 +56,14 @@ def staged_folder(target: Path, created: list):
         missing.append(folder)
     parent.mkdir(parents=True, exist_ok=True)
     created.extend(missing)
-    with run_folder.staging_folder(target) as staging:
+    with staging_folder(target) as staging:
         yield staging
 
 
 def _commit(staging: Path, target: Path) -> None:
     """Move ``staging`` to ``target``; an existing ``target`` (``--force``) is replaced, and
     restored when the move fails."""
-    run_folder.replace_folder(staging, target)
+    replace_folder(staging, target)
 
 
 def _check_targets(targets: dict, force: bool) -> None:
@@ -111,7 +76,7 @@ def _check_targets(targets: dict, force: bool) -> None:
                               "choose another --output")
 
 
-@run_folder.holding_lock("export folder", argument="output")
+@locks.holding_lock("export folder", argument="output")
 def export_model(model, output, formats=("savedmodel",), version: int = 1, force: bool = False,
                  opset: int | None = None, source=None, calibration=None,
                  calibration_images: int | None = None) -> dict[str, Path]:
@@ -138,8 +103,6 @@ def export_model(model, output, formats=("savedmodel",), version: int = 1, force
         ExportError: a target exists without ``force``, a bad format/version/option, or the export
             failed. Nothing is left behind on failure.
     """
-    from mpanet_tf.runtimes import ExportOptions, resolve_formats
-
     chosen = resolve_formats(formats)
     if int(version) < 1:
         raise ExportError(f"--version must be a positive integer (TF Serving version folder), got {version}")
@@ -152,8 +115,6 @@ def export_model(model, output, formats=("savedmodel",), version: int = 1, force
     _check_targets(targets, force)
 
     if not hasattr(model, "embedding_dim"):
-        from mpanet_tf.model import load_model
-
         source = model if source is None else source
         model = load_model(model)
 
@@ -164,7 +125,8 @@ def export_model(model, output, formats=("savedmodel",), version: int = 1, force
                       for name, target in targets.items()}
             for runtime in chosen:
                 extra = _run_writer(runtime.label, runtime.write, model, staged[runtime.name], options)
-                _write_info(staged[runtime.name], _info(model, source, runtime.name, version, **(extra or {})))
+                write_export_info(staged[runtime.name],
+                                  export_info(model, source, runtime.name, version, **(extra or {})))
             for name, target in targets.items():
                 _commit(staged[name], target)
     except BaseException:

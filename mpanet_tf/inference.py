@@ -2,10 +2,12 @@
 
 **Embedding** (facts §1.5): images (B, H, W, 3) float32 RGB in [0, 255] at the model's input size
 -> the BN-neck output in inference mode, (B, D) float32, D = 14336 with PAM; no flip-averaging, no
-L2 normalisation. :func:`embedding_function` is the only place that defines it; ``MPANet.embed``,
-the trainer's evaluation, the embedders of :mod:`mpanet_tf.runtimes`, the SavedModel signatures
-and the ONNX conversion all call it (its :attr:`EmbeddingFunction.tensor` inside a traced
-function, its :attr:`EmbeddingFunction.traced` ``tf.function``, or the numpy call).
+L2 normalisation. :func:`embedding_function` is the only place that chooses the network that
+computes it (the model itself or its BN-folded graph) and wraps it in the model's
+:class:`~mpanet_tf.model.EmbeddingFunction` (the tracing, which ``MPANet.embed`` runs on the model
+itself); the trainer's evaluation, the embedders of :mod:`mpanet_tf.runtimes`, the SavedModel
+signatures and the ONNX conversion all call it (its :attr:`EmbeddingFunction.tensor` inside a
+traced function, its :attr:`EmbeddingFunction.traced` ``tf.function``, or the numpy call).
 
 **Folding.** At test time a BatchNorm is a fixed per-channel affine map, so a conv followed by it
 is one conv with a bias (facts §1.1: every backbone conv is followed by a BN, eps 1e-5):
@@ -20,8 +22,10 @@ the feature map. :func:`fold_batch_norms` does not redefine the network: it repl
 backbone's own functional graph (:func:`mpanet_tf.layers.resnet.build_resnet50`) layer by layer,
 replacing each Conv2D whose only consumer is a ``keras.layers.BatchNormalization`` (or a subclass)
 by one folded conv, and copying every other layer (ReLU, Add, max-pool, the MAMs) with a snapshot
-of its weights; the head after the backbone is :func:`mpanet_tf.model.embedding_head`, the
-function ``MPANet.forward`` runs, on copies of the PAM and the BN neck. PyTorch's explicit
+of its weights; the head after the backbone is
+:func:`mpanet_tf.layers.embedding_head.embedding_head`, the function ``MPANet.forward`` runs, on
+copies of the PAM and the BN neck, and the input normalisation the model's own
+:class:`~mpanet_tf.layers.image_normalization.ImageNormalization`. PyTorch's explicit
 symmetric padding (``resnet.conv2d``) is merged into the conv where Keras ``padding="same"`` is
 exactly the same: odd square kernels at stride 1 (pad k//2 on every side); the strided convs and
 the stem keep their explicit ``ZeroPadding2D``.
@@ -36,7 +40,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from mpanet_tf.data.images import normalize_images
+from mpanet_tf.layers.embedding_head import embedding_head
+from mpanet_tf.layers.image_normalization import ImageNormalization
+from mpanet_tf.model import EmbeddingFunction
 
 
 def folded_conv_weights(conv, bn):
@@ -56,14 +62,6 @@ def folded_conv_weights(conv, bn):
     if conv.use_bias:
         bias = bias + np.asarray(conv.bias, dtype=np.float64) * scale
     return kernel * scale, bias
-
-
-class _NormalizeImages(keras.layers.Layer):
-    """ImageNet normalisation inside ``call``, so its constants are created in the traced graph
-    (an op on the symbolic input would capture them as eager tensors: extra ONNX inputs)."""
-
-    def call(self, images):
-        return normalize_images(ops.cast(images, self.compute_dtype))
 
 
 def _as_list(tensors):
@@ -169,11 +167,9 @@ def fold_batch_norms(model, dtype="float32") -> keras.Model:
         equal to ``model(images, training=False)`` up to float rounding. A snapshot: it does not
         follow later changes of ``model``'s weights.
     """
-    from mpanet_tf.model import embedding_head
-
     folding = _Folding(model.backbone, dtype)
     inputs = keras.Input(shape=(*model.image_size, 3), name="images", dtype="float32")
-    _, stage4 = folding(_NormalizeImages(name="normalize", dtype=dtype)(inputs))
+    _, stage4 = folding(ImageNormalization(name="normalize", dtype=dtype)(inputs))
     pam = folding.copy(model.pam) if model.pam is not None else None
     bn_neck_config = model.bn_neck.get_config()
     neck_overrides = {"synchronized": False} if "synchronized" in bn_neck_config else {}
@@ -181,42 +177,6 @@ def fold_batch_norms(model, dtype="float32") -> keras.Model:
     outputs = ops.cast(bn_features, "float32")
     folding.assign_weights()
     return keras.Model(inputs, outputs, name="mpanet_folded")
-
-
-class EmbeddingFunction:
-    """The test-time embedding of one model, traced once.
-
-    Attributes:
-        network: the Keras network it runs (the folded snapshot, or the model itself).
-        image_size: (H, W) of its input; None accepts any size (unfolded only).
-        input_signature: ``[tf.TensorSpec((None, H, W, 3), float32, name="images")]``.
-        traced: ``tf.function`` images float32 (N, H, W, 3) in [0, 255] -> (N, D) float32 tensor,
-            with that fixed signature: it never retraces.
-
-    Call: ``fn(images)`` (N, H, W, 3) float32 array-like -> (N, D) float32 numpy. Inside another
-    traced function (serving signatures, conversions), use :meth:`tensor`.
-    """
-
-    def __init__(self, network, image_size, jit: bool = False):
-        import tensorflow as tf
-
-        self.network = network
-        self.image_size = None if image_size is None else tuple(int(s) for s in image_size)
-        height, width = self.image_size or (None, None)
-        self.input_signature = [tf.TensorSpec([None, height, width, 3], tf.float32, name="images")]
-        self.traced = tf.function(self.tensor, input_signature=self.input_signature,
-                                  jit_compile=bool(jit), autograph=False)
-
-    def tensor(self, images):
-        """images (N, H, W, 3) float32 tensor -> (N, D) float32 tensor, the BN-neck output."""
-        import tensorflow as tf
-
-        return tf.cast(self.network(images, training=False), tf.float32)
-
-    def __call__(self, images) -> np.ndarray:
-        import tensorflow as tf
-
-        return self.traced(tf.convert_to_tensor(np.asarray(images, dtype=np.float32))).numpy()
 
 
 def embedding_function(model, folded: bool = True, jit: bool = False, any_size: bool = False) -> EmbeddingFunction:

@@ -17,7 +17,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from mpanet_tf import build_model, load_model
 from mpanet_tf.config import MPANetConfig
+from mpanet_tf.data.synthetic import generate_sysu
+from mpanet_tf.data.sysu import SYSUDataset
+from mpanet_tf.eval.report import format_table
+from mpanet_tf.training.live_eval import evaluate_live_model
 
 
 @dataclass
@@ -64,13 +69,8 @@ def run_quickstart(options: QuickstartOptions | None = None, log=print) -> dict:
     """Run the four steps; returns {"untrained": result, "trained": result, "export": path}."""
     import keras
 
-    from mpanet_tf import build_model, load_model
-    from mpanet_tf.data.synthetic import generate_sysu
-    from mpanet_tf.data.sysu import SYSUDataset
-    from mpanet_tf.eval.report import format_table
-    from mpanet_tf.export import export_model
-    from mpanet_tf.training.live_eval import evaluate_live_model
-    from mpanet_tf.training.trainer import train
+    from mpanet_tf.export import export_model  # deferred: TensorFlow; the CLI reads QuickstartOptions without it
+    from mpanet_tf.training.trainer import train  # deferred: TensorFlow, as above
 
     options = options or QuickstartOptions()
     started = time.time()

@@ -5,7 +5,7 @@ Distance: the Euclidean distance between **L2-normalised** embeddings,
 the SYSU-MM01 evaluation (facts §5.1: L2-normalise, then Euclidean / cosine) and works for either
 modality as query or gallery.
 
-The model can be any artifact of the project (:func:`mpanet_tf.eval.embedder.load_embedder`):
+The model can be any artifact of the project (:func:`mpanet_tf.runtimes.embedder.load_embedder`):
 
 - a run folder or a ``.keras`` file: the Keras model, images through the evaluation path
   (:func:`mpanet_tf.data.images.load_image` -> ``model.embed``);
@@ -27,26 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf.data.records import IMAGE_SUFFIXES, is_image_name
+from mpanet_tf.data.image_files import find_images
 from mpanet_tf.errors import BadImageError, DatasetError
-from mpanet_tf.eval.embedder import Embedder, load_embedder
-
-
-def find_images(folder, what: str = "gallery") -> list[Path]:
-    """Every image file under ``folder`` (recursive; .jpg/.jpeg/.png/.bmp in any case, hidden files
-    skipped, as the dataset readers count them), sorted.
-
-    Raises:
-        DatasetError: ``folder`` is not a folder or holds no image.
-    """
-    folder = Path(os.path.expanduser(os.fspath(folder)))
-    if not folder.is_dir():
-        raise DatasetError(f"{what} folder {folder} does not exist or is not a folder; pass a folder of images")
-    images = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
-    if not images:
-        raise DatasetError(f"{what} folder {folder} holds no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} "
-                           "image (searched recursively)")
-    return images
+from mpanet_tf.eval.features import extract_features
+from mpanet_tf.index.ann import ann_search
+from mpanet_tf.index.exact import exact_search, unit_rows
+from mpanet_tf.index.fingerprint import model_fingerprint
+from mpanet_tf.index.format import GalleryIndex
+from mpanet_tf.runtimes.embedder import Embedder, load_embedder
 
 
 def rank_by_distance(query_feature, gallery_features):
@@ -65,8 +53,6 @@ def rank_by_distance(query_feature, gallery_features):
         (order (G,) int indices best first, distances (G,) float32 in that order). Ties keep the
         gallery order.
     """
-    from mpanet_tf.index.exact import exact_search, unit_rows
-
     query = np.asarray(query_feature, dtype=np.float64).reshape(-1)
     gallery = unit_rows(np.asarray(gallery_features).reshape(-1, query.size)).astype(np.float32)
     order, distances = exact_search(query, gallery)
@@ -106,8 +92,6 @@ def embed_query(embedder: Embedder, query) -> np.ndarray:
     Raises:
         DatasetError: the query cannot be read or decoded (one line naming it).
     """
-    from mpanet_tf.eval.features import extract_features
-
     size = embedder.image_size or (1, 1)  # only the bytes-fed SavedModel has no size, and needs none
     try:
         return extract_features(embedder.embed, [os.fspath(query)], size, 1, progress=False)
@@ -121,9 +105,9 @@ def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = 
     """Embed ``query`` and every image under ``gallery``, and rank the gallery.
 
     Args:
-        model: an :class:`Embedder` or a path accepted by :func:`~mpanet_tf.eval.embedder.load_embedder`.
+        model: an :class:`Embedder` or a path accepted by :func:`~mpanet_tf.runtimes.embedder.load_embedder`.
         query: the query image file.
-        gallery: a folder searched recursively (:func:`find_images`) or a list of image files.
+        gallery: a folder searched recursively (:func:`~mpanet_tf.data.image_files.find_images`) or a list of image files.
         batch_size: images per forward pass.
         skip_bad_images: leave undecodable gallery files out (listed in ``skipped``) instead of
             raising.
@@ -132,8 +116,6 @@ def search(model, query, gallery, batch_size: int = 32, skip_bad_images: bool = 
         BadImageError: the query, or a gallery file without ``skip_bad_images``, cannot be decoded.
         DatasetError: no gallery image.
     """
-    from mpanet_tf.eval.features import extract_features
-
     embedder = model if isinstance(model, Embedder) else load_embedder(model)
     paths = find_images(gallery) if isinstance(gallery, (str, os.PathLike)) else [Path(p) for p in gallery]
     size = embedder.image_size or (1, 1)  # only the bytes-fed SavedModel has no size, and needs none
@@ -166,10 +148,6 @@ def search_index(model, query, index, top_k: int = 10, ann: bool = False, nprobe
         GalleryIndexError: a missing, corrupt, unfinished or foreign index, or one built by another
             model than ``model`` (one line).
     """
-    from mpanet_tf.index.exact import exact_search
-    from mpanet_tf.index.fingerprint import model_fingerprint
-    from mpanet_tf.index.format import GalleryIndex
-
     opened = GalleryIndex.open(index)
     embedder = model if isinstance(model, Embedder) else load_embedder(model)
     opened.check_model(model_fingerprint(embedder), embedder.source or "the given model")
@@ -177,8 +155,6 @@ def search_index(model, query, index, top_k: int = 10, ann: bool = False, nprobe
         raise DatasetError(f"gallery index {opened.path} holds no image; add some with `mpanet-tf index add`")
     query_feature = embed_query(embedder, query)
     if ann:
-        from mpanet_tf.index.ann import ann_search
-
         order, distances = ann_search(opened, query_feature, top_k, nprobe=nprobe)
     else:
         order, distances = exact_search(query_feature, opened.embeddings(), top_k=top_k)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mpanet_tf import MPANetConfig, build_model, load_model
-from mpanet_tf.model import ema_rate_for_epoch
+from mpanet_tf.backbone import MPANetBackbone
+from mpanet_tf.model import MPANet
+from tests.helpers import run_serialization_test
+from tests.legacy_keras import FIXTURE_DIR, fixture_images, keras_file_layout, write_legacy_keras
 
 H, W = 64, 32
 
@@ -93,13 +99,6 @@ def test_train_step_updates_mean_heads_from_pre_step_weights():
     assert not np.allclose(model.visible_classifier.kernel.numpy(), w_vis)
 
 
-def test_ema_rate_schedule_matches_authors():
-    assert ema_rate_for_epoch(1) == pytest.approx(0.2)
-    assert ema_rate_for_epoch(99) == pytest.approx(0.2)
-    assert ema_rate_for_epoch(100) == pytest.approx(0.2 * 100 / 101)
-    assert ema_rate_for_epoch(140) == pytest.approx(0.2 * 100 / 141)
-
-
 def test_saved_keras_model_loads_with_identical_outputs(model, tmp_path):
     images, _, _ = batch(4)
     path = tmp_path / "m.keras"
@@ -107,7 +106,49 @@ def test_saved_keras_model_loads_with_identical_outputs(model, tmp_path):
     loaded = load_model(path)
     np.testing.assert_array_equal(loaded.embed(images), model.embed(images))
     np.testing.assert_array_equal(loaded.visible_classifier_mean.numpy(), model.visible_classifier_mean.numpy())
-    assert loaded.config.to_dict() == model.config.to_dict()
+    assert loaded.get_config() == model.get_config()
+
+
+def test_a_keras_file_saved_before_the_backbone_task_split_loads_with_the_same_embeddings(model, tmp_path):
+    """tests/fixtures/legacy_keras: a .keras file of the code before the split (its config.json held
+    the whole training config) and the embeddings that code gave for it (tests/legacy_keras.py)."""
+    old = write_legacy_keras(tmp_path / "old.keras")
+    loaded = load_model(old)
+    expected = np.load(FIXTURE_DIR / "embeddings.npz")["embeddings"]
+    got = loaded.embed(fixture_images())
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+    assert loaded.image_size == (64, 32) and loaded.num_classes == 3 and loaded.modality_classifiers
+    # A model saved now writes its weights at the same paths, so old files and checkpoints match it.
+    model.save(tmp_path / "new.keras")
+    assert keras_file_layout(tmp_path / "new.keras") == keras_file_layout(old)
+
+
+def test_saved_model_holds_architecture_arguments_only(model, tmp_path):
+    """The training config (data root, learning rate, loss weights) stays in the run folder."""
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        saved = json.loads(archive.read("config.json"))["config"]
+    assert set(saved) == {"name", "trainable", "backbone", "num_classes", "num_parts", "use_pam",
+                          "modality_classifiers", "image_size"}
+    assert saved["backbone"]["config"] == {"name": "backbone", "trainable": True, "last_stride": 1,
+                                           "modality_attention": 2, "reduction": 16, "mam_variant": "mam"}
+    assert (saved["num_classes"], saved["image_size"]) == (3, [64, 32])
+    text = json.dumps(saved)
+    assert not any(word in text for word in ("data_root", "lr", "weight_kl", "images_per_id", "epochs"))
+
+
+def test_backbone_and_task_configs_round_trip(model):
+    backbone = run_serialization_test(MPANetBackbone(last_stride=2, modality_attention=1, mam_variant="se"))
+    assert [layer.name for layer in backbone.layers if layer.name.startswith("MAM")] == ["MAM4"]
+    revived = run_serialization_test(model)
+    assert revived.embedding_dim == 14336 and revived.image_size == (64, 32)
+
+
+def test_num_classes_is_required():
+    with pytest.raises(TypeError, match="num_classes"):
+        build_model(small_config())  # noqa: the missing argument is the test
+    with pytest.raises(TypeError, match="num_classes"):
+        MPANet(MPANetBackbone())
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
@@ -139,6 +180,8 @@ def test_ablations_build(ablation, dim, mams):
     assert np.isfinite(float(terms["total"]))
     if not config.loss.use_ml:
         assert float(terms["kl"]) == 0.0 and model.visible_classifier is None
+        with pytest.raises(ValueError, match="use_ml"):
+            model.configure_training(small_config())  # mutual mean learning needs the modality heads
 
 
 def test_run_folder_loads_the_newest_weights(tmp_path):
@@ -147,12 +190,13 @@ def test_run_folder_loads_the_newest_weights(tmp_path):
     import os
 
     from mpanet_tf import run_folder
+    from mpanet_tf.io import atomic
     from mpanet_tf.training.checkpoints import CheckpointManager
 
     config = small_config()
     first, second = build_model(config, num_classes=3), build_model(config, num_classes=3)
-    run_folder.atomic_write_json(tmp_path / run_folder.CONFIG_FILE, config.to_dict())
-    run_folder.atomic_write_json(tmp_path / run_folder.RUN_FILE, {"num_classes": 3})
+    atomic.atomic_write_json(tmp_path / run_folder.CONFIG_FILE, config.to_dict())
+    atomic.atomic_write_json(tmp_path / run_folder.RUN_FILE, {"num_classes": 3})
     images = batch(7)[0][:2]
     first.save(tmp_path / run_folder.FINAL_MODEL)
     state = CheckpointManager(tmp_path).save(second, {"epoch": 1, "step_in_epoch": 0, "global_step": 1,

@@ -2,8 +2,8 @@
 
 Order, as the authors' ``get_train_loader``: (resize, done by the loader) -> :func:`random_flip` ->
 :func:`pad_and_random_crop` -> ImageNet normalisation -> :func:`random_erasing`. The model
-normalises its input itself (``mpanet_tf.data.images.normalize_images``), so here everything stays
-in [0, 255] and the erase fill is :data:`~mpanet_tf.data.images.MEAN_PIXEL`, the colour that is 0
+normalises its input itself (``mpanet_tf.layers.image_normalization``), so here everything stays
+in [0, 255] and the erase fill is :data:`~mpanet_tf.layers.image_normalization.MEAN_PIXEL`, the colour that is 0
 after normalisation: the same result as torchvision's erase with value 0 after ``Normalize``.
 
 Every function takes one image, float32 ``(H, W, 3)`` in [0, 255], and a ``seed``: an int32/int64
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mpanet_tf.data.images import MEAN_PIXEL
+from mpanet_tf.layers.image_normalization import MEAN_PIXEL
 
 #: Padding colours of ``DataConfig.pad_fill`` (facts decision 8): grey as intended, or the dark
 #: red that torchvision 0.4 + PIL produced from ``fill=127`` in the authors' run.

@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from mpanet_tf.data.images import decode_image_tensor, load_image
+from mpanet_tf.data.records import file_name_bytes
 from mpanet_tf.errors import BadImageError
 
 
@@ -32,8 +34,6 @@ def _path(record) -> str:
 
 def image_error(path) -> BadImageError | None:
     """The :class:`BadImageError` of ``path`` (naming the file and why), or None if it decodes."""
-    from mpanet_tf.data.images import load_image
-
     try:
         load_image(path, (8, 8))
     except BadImageError as error:
@@ -46,9 +46,6 @@ def find_bad_images(records, progress: bool = True, desc: str = "checking images
     file is decoded once, in parallel. ``progress`` shows a tqdm bar (``desc``) on stderr."""
     import tensorflow as tf
     from tqdm import tqdm
-
-    from mpanet_tf.data.images import decode_image_tensor
-    from mpanet_tf.data.records import file_name_bytes
 
     paths = sorted({_path(r) for r in records})
     if not paths:

@@ -16,7 +16,7 @@ Layout of ``cache_dir``::
                   "bad": [relpath, ...]}
 
 The folder is written under a temporary name next to ``cache_dir`` and renamed into place, so a
-crash never leaves a half-written cache behind (:func:`mpanet_tf.run_folder.staging_folder`; the
+crash never leaves a half-written cache behind (:func:`mpanet_tf.io.staging.staging_folder`; the
 next ``prepare`` removes what a killed one left), and ``cache_dir`` is locked meanwhile, so two
 ``prepare`` runs never write one cache. Opening checks each source file's size and
 modification time against the index and refuses a stale cache in one line.
@@ -30,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mpanet_tf import run_folder
+from mpanet_tf.data.images import decode_error_reason, decode_image_tensor, resize_image_tensor
+from mpanet_tf.data.records import file_name_bytes
 from mpanet_tf.errors import BadImageError, DatasetError
+from mpanet_tf.io import locks, staging
 
 INDEX_VERSION = 1
 
@@ -84,9 +86,6 @@ def _decode_dataset(paths, size):
     """tf.data of uint8 (H, W, 3) images, in the order of ``paths``, decoded in parallel."""
     import tensorflow as tf
 
-    from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
-    from mpanet_tf.data.records import file_name_bytes
-
     def load(path):
         image = resize_image_tensor(decode_image_tensor(tf.io.read_file(path)), size)
         return tf.cast(tf.round(image), tf.uint8)
@@ -115,8 +114,6 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
     import tensorflow as tf
     from tqdm import tqdm
 
-    from mpanet_tf.data.images import decode_error_reason
-
     decode_errors = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)
     size = (int(size[0]), int(size[1]))
     unique = {}
@@ -132,8 +129,8 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
             raise BadImageError(path, error.strerror or "cannot stat") from None
 
     cache_dir = Path(cache_dir)
-    with run_folder.folder_lock(cache_dir, "image cache"), \
-            run_folder.staging_folder(cache_dir) as temp:
+    with locks.folder_lock(cache_dir, "image cache"), \
+            staging.staging_folder(cache_dir) as temp:
         images = np.lib.format.open_memmap(temp / "images.npy", mode="w+", dtype=np.uint8,
                                            shape=(len(paths), size[0], size[1], 3))
         good = np.ones(len(paths), bool)
@@ -168,7 +165,7 @@ def prepare_cache(records, size, cache_dir, progress=True, skip_bad_images=False
             "bad": [rel for i, rel in enumerate(relpaths) if not good[i]],
         }
         (temp / "index.json").write_text(json.dumps(index), encoding="utf-8")
-        run_folder.replace_folder(temp, cache_dir)
+        staging.replace_folder(temp, cache_dir)
     return cache_dir
 
 

@@ -4,7 +4,8 @@ Every consumer (the training pipeline and its cache, evaluation, ``prepare``, ``
 ``visualize`` and both SavedModel signatures) gets, bit for bit, the pixels of the authors'
 pipeline, ``PIL.Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR)`` (facts §3.3), as
 float32 (h, w, 3) whole values in [0, 255]. Everything is TensorFlow ops, so the SavedModel stays
-free of Python. ImageNet normalisation happens inside the model (:func:`normalize_images`).
+free of Python. ImageNet normalisation happens inside the model
+(:class:`mpanet_tf.layers.image_normalization.ImageNormalization`).
 
 Decoding (:func:`decode_image_tensor`), by the file's magic bytes:
 
@@ -45,24 +46,11 @@ UNDECODABLE = "truncated or not an image"
 #: pixel is allocated (a 100000x100000 header would otherwise ask for 30 GB).
 MAX_PIXELS = 50_000_000
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The ImageNet mean colour in [0, 255]: the value that is 0 after normalisation.
-MEAN_PIXEL = tuple(255.0 * m for m in IMAGENET_MEAN)
 
 # An in-graph refusal carries its reason between these markers through TensorFlow's error text.
 _REASON = re.compile(r"<<(.*?)>>")
 _JPEG, _PNG, _BMP, _GIF, _OTHER = range(5)
 _HEADER_BYTES = 64
-
-
-def normalize_images(images):
-    """ImageNet normalisation with ``keras.ops``: (B, H, W, 3) float in [0, 255] -> same shape."""
-    from keras import ops
-
-    mean = ops.convert_to_tensor(np.array(IMAGENET_MEAN, "float32") * 255.0, dtype=images.dtype)
-    std = ops.convert_to_tensor(np.array(IMAGENET_STD, "float32") * 255.0, dtype=images.dtype)
-    return (images - mean) / std
 
 
 def decode_error_reason(error) -> str:

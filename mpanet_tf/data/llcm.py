@@ -37,6 +37,7 @@ from mpanet_tf.data.records import (
     ImageRecord, is_file, list_image_names, make_record, read_comma_separated_ids, read_text,
     resolve_root,
 )
+from mpanet_tf.data.registry import DatasetSpec, register_dataset
 from mpanet_tf.errors import ConfigError, DatasetError
 
 VISIBLE_CAMERAS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -231,8 +232,6 @@ def synthesize_llcm(out, *, seed: int = 0, overwrite: bool = False, ids=None, im
 
 
 def _register() -> None:
-    from mpanet_tf.data.registry import DatasetSpec, register_dataset
-
     register_dataset(DatasetSpec(
         name="llcm", title="LLCM", open=lambda root, trial=1: LLCMDataset(root),
         # No MPANet preset exists for LLCM: the SYSU one (llcm-facts: keep 384x128 unless a reason appears).

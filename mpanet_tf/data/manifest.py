@@ -35,6 +35,8 @@ import posixpath
 from dataclasses import dataclass
 
 from mpanet_tf.data.records import ImageRecord, is_file, make_record
+from mpanet_tf.data.registry import DatasetSpec, register_dataset
+from mpanet_tf.data.synthetic_folders import generate_camera_folders
 from mpanet_tf.errors import DatasetError
 
 COLUMNS = ("path", "person", "camera", "modality", "split")
@@ -267,7 +269,6 @@ def synthesize_manifest(out, *, seed: int = 0, overwrite: bool = False, ids=None
     generate_camera_folders`) and its ``data.csv`` (:func:`~mpanet_tf.data.manifest_folders.
     write_manifest_from_folders`, 30 % test persons, infrared queries); returns the manifest path."""
     from mpanet_tf.data.manifest_folders import write_manifest_from_folders
-    from mpanet_tf.data.synthetic_folders import generate_camera_folders
 
     given = {"ids": ids, "images_per_camera": images, "size": size}
     root = generate_camera_folders(out, seed=seed, overwrite=overwrite,
@@ -278,8 +279,6 @@ def synthesize_manifest(out, *, seed: int = 0, overwrite: bool = False, ids=None
 
 
 def _register() -> None:
-    from mpanet_tf.data.registry import DatasetSpec, register_dataset
-
     register_dataset(DatasetSpec(
         name="manifest", title="manifest", open=lambda root, trial=1: ManifestDataset(root),
         # Your own cameras: the SYSU training preset; --data-root names the CSV file.

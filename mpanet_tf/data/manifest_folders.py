@@ -34,6 +34,7 @@ import random
 from mpanet_tf.data.manifest import COLUMNS, MODALITIES, natural_key
 from mpanet_tf.data.records import is_image_name
 from mpanet_tf.errors import ConfigError, DatasetError
+from mpanet_tf.io.atomic import atomic_open
 
 
 def scan_folders(folder) -> dict[str, dict[str, list[tuple[str, pathlib.Path]]]]:
@@ -134,18 +135,10 @@ def write_manifest_from_folders(folder, output, test_fraction: float = 0.3, seed
         raise DatasetError(f"no person under {folder} has images of both modalities; a manifest needs visible "
                            "and infrared images of the same persons")
 
-    base.mkdir(parents=True, exist_ok=True)
-    temp = base / f".tmp-{os.getpid()}-{output.name}"
-    try:
-        with open(temp, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(COLUMNS)
-            writer.writerows(rows)
-        os.replace(temp, output)
-    except BaseException:
-        if temp.exists():
-            temp.unlink()
-        raise
+    with atomic_open(output, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
     splits = [row[4] for row in rows]
     return {"output": str(output), "rows": len(rows), "train_persons": len(train), "test_persons": len(test),
             "distractor_persons": len(distractors), "left_out_persons": len(left_out),

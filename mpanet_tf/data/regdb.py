@@ -20,6 +20,7 @@ import pathlib
 
 from mpanet_tf.data.records import ImageRecord, is_file, make_record, read_text, resolve_root
 from mpanet_tf.data.registry import DatasetSpec, register_dataset
+from mpanet_tf.data.synthetic import generate_regdb
 from mpanet_tf.errors import DatasetError
 
 VISIBLE_CAMERA = 2
@@ -131,8 +132,6 @@ class RegDBDataset:
 
 def synthesize_regdb(out, *, seed: int = 0, overwrite: bool = False, ids=None, images=None, size=None):
     """``synth --layout regdb``: :func:`mpanet_tf.data.synthetic.generate_regdb` (None: its defaults)."""
-    from mpanet_tf.data.synthetic import generate_regdb
-
     given = {"ids": ids, "images_per_modality": images, "size": size}
     return generate_regdb(out, seed=seed, overwrite=overwrite, **{k: v for k, v in given.items() if v is not None})
 

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from mpanet_tf.data.registry import dataset_names, get_dataset
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.eval.features import extract_feature_set, load_features, save_features as write_features
 from mpanet_tf.eval.report import aggregate_repeats, combine_trials
 from mpanet_tf.run_folder import seed_folders, seed_of
+from mpanet_tf.runtimes.embedder import load_embedder
 
 
 @dataclass
@@ -60,14 +63,10 @@ class EvalOptions:
             self.protocol = self.spec().get_protocol().default_options()
 
     def _known(self) -> bool:
-        from mpanet_tf.data.registry import dataset_names
-
         return str(self.dataset).strip().lower() in dataset_names()
 
     def spec(self):
         """The dataset's :class:`~mpanet_tf.data.registry.DatasetSpec`."""
-        from mpanet_tf.data.registry import get_dataset
-
         return get_dataset(self.dataset)
 
     def evaluator(self):
@@ -142,9 +141,6 @@ def plan_jobs(options: EvalOptions, model=None, features=None, save_features=Non
 
 def extract_job_features(job: ModelJob, options: EvalOptions, log: Callable = print):
     """Embed the query set and the whole gallery pool of the job's dataset split."""
-    from mpanet_tf.eval.embedder import load_embedder
-    from mpanet_tf.eval.features import extract_feature_set
-
     embedder = load_embedder(job.model)
     dataset = options.spec().load(options.root(), trial=job.trial or 1)
     query, gallery = options.evaluator().test_split(dataset)
@@ -160,8 +156,6 @@ def evaluate_artifacts(options: EvalOptions, model=None, features=None, save_fea
     Returns:
         one result dict per setting (:mod:`mpanet_tf.eval.report`).
     """
-    from mpanet_tf.eval.features import load_features, save_features as write_features
-
     options.validate()
     protocol = options.evaluator()
     jobs = plan_jobs(options, model, features, save_features)

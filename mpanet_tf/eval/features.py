@@ -24,7 +24,11 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from mpanet_tf.data.bad_images import image_error
+from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
+from mpanet_tf.data.records import file_name_bytes
 from mpanet_tf.errors import BadImageError, DatasetError
+from mpanet_tf.io.atomic import atomic_open
 
 FEATURE_KEYS = ("query_features", "query_ids", "query_cams", "query_paths",
                 "gallery_features", "gallery_ids", "gallery_cams", "gallery_paths")
@@ -112,20 +116,11 @@ def save_features(path, features: FeatureSet) -> None:
     problem = features.problem()
     if problem:
         raise ValueError(f"refusing to save an inconsistent feature set: {problem}")
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # Written under a temporary name and renamed: a failure never leaves half a file at ``path``.
-    temp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        with open(temp, "wb") as handle:  # an open handle keeps numpy from appending ".npz"
-            np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)
-                                if getattr(features, f.name) is not None})
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    # Written atomically: a failure never leaves half a file at ``path``; an open handle keeps
+    # numpy from appending ".npz".
+    with atomic_open(os.path.abspath(path), "wb") as handle:
+        np.savez(handle, **{f.name: getattr(features, f.name) for f in fields(FeatureSet)
+                            if getattr(features, f.name) is not None})
 
 
 #: Compression ratio above which a member of a feature file is treated as a zip bomb (float
@@ -219,9 +214,6 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
     """tf.data: (index, path) -> (index, image or bytes, shape), bad files dropped, batched."""
     import tensorflow as tf
 
-    from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
-    from mpanet_tf.data.records import file_name_bytes
-
     if not wants_bytes and image_size is None:
         raise ValueError("extract_features needs image_size (H, W) for an embedder that takes images")
     size = tuple(int(s) for s in image_size) if image_size is not None else None
@@ -241,8 +233,6 @@ def _image_dataset(paths, image_size, batch_size: int, wants_bytes: bool):
 
 def _bad_image(path: str) -> BadImageError:
     """The error for a file the pipeline dropped, with the decoder's reason when it has one."""
-    from mpanet_tf.data.bad_images import image_error
-
     return image_error(path) or BadImageError(path, "failed in the input pipeline")
 
 

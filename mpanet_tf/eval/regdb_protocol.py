@@ -65,7 +65,7 @@ def evaluate_regdb(features: FeatureSet, direction: str = "i2v", normalize: bool
     prepare = l2_normalize if normalize else (lambda x: np.asarray(x, dtype=np.float32))
     query, gallery = prepare(arranged.query_features), prepare(arranged.gallery_features)
     if rerank:
-        from mpanet_tf.eval.rerank import k_reciprocal_rerank
+        from mpanet_tf.eval.rerank import k_reciprocal_rerank  # deferred: scipy, only for --rerank
 
         dist = k_reciprocal_rerank(query, gallery, **(rerank_params or {}))
     else:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpanet_tf.data.registry import dataset_names, get_dataset
+
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 SETTING_KEYS = ("dataset", "mode", "shots", "sampling", "regdb_mode")
 TABLE_COLUMNS = (("R1", "rank1"), ("R10", "rank10"), ("R20", "rank20"), ("mAP", "mAP"), ("mINP", "mINP"))
@@ -79,8 +81,6 @@ def aggregate_repeats(results: list[dict]) -> dict:
 def setting_name(result: dict) -> str:
     """A table label such as ``SYSU all-search single-shot`` or ``RegDB infrared->visible``: the
     :meth:`~mpanet_tf.eval.protocol.EvalProtocol.setting_name` of the result's dataset."""
-    from mpanet_tf.data.registry import dataset_names, get_dataset
-
     dataset = str(result.get("dataset"))
     if dataset not in dataset_names():
         return dataset

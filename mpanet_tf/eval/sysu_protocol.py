@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpanet_tf.data.sysu import load_rand_perm_cam
 from mpanet_tf.errors import ConfigError, DatasetError
-from mpanet_tf.eval.features import FeatureSet
+from mpanet_tf.eval.features import feature_set_from_records, FeatureSet
 from mpanet_tf.eval.metrics import evaluate_ranking, normalized_squared_distance, same_location_junk
 from mpanet_tf.eval.protocol import CliOption, EvalProtocol
 from mpanet_tf.eval.report import make_result
@@ -94,8 +95,6 @@ def agw_gallery_keys(files, person_ids, cameras, trial: int) -> list[str]:
 
 def _perm_from(perm):
     """A permutation mapping from a mapping, a ``.mat`` path, a dataset root or a SYSUDataset."""
-    from mpanet_tf.data.sysu import load_rand_perm_cam
-
     if perm is None:
         raise ConfigError("the official SYSU protocol needs rand_perm_cam.mat; pass perm= (the file, "
                           "the dataset or its root) or use sampling='seed' for the AGW protocol")
@@ -209,7 +208,7 @@ def evaluate_sysu_settings(features: FeatureSet, settings=(("all", 1),), trials:
     query = features.query_features
     gallery = features.gallery_features[union]
     if rerank:
-        from mpanet_tf.eval.rerank import k_reciprocal_rerank_distances
+        from mpanet_tf.eval.rerank import k_reciprocal_rerank_distances  # deferred: scipy, only for --rerank
 
         query_query = normalized_squared_distance(query, query, compute_dtype)
         gallery_gallery = normalized_squared_distance(gallery, gallery, compute_dtype)
@@ -336,7 +335,6 @@ class SYSUProtocol(EvalProtocol):
         """The official permutations, read before any feature is extracted (None for AGW sampling)."""
         if options.sampling != "official":
             return None
-        from mpanet_tf.data.sysu import load_rand_perm_cam
 
         path = options.rand_perm or os.path.join(data_root, "exp", "rand_perm_cam.mat")
         try:
@@ -378,8 +376,6 @@ class SYSUProtocol(EvalProtocol):
     def ranked_list_sources(self, reader, mode: str = "all", direction: str = "i2v"):
         """The test queries and the first official single-shot gallery (the whole pool without
         ``rand_perm_cam.mat``), with the same-location camera rule."""
-        from mpanet_tf.eval.features import feature_set_from_records
-
         queries, pool = reader.query_records(), reader.gallery_records(mode)
         if not queries or not pool:
             raise DatasetError(f"SYSU-MM01 at {reader.root} has no test {'queries' if not queries else 'gallery'} "

@@ -2,6 +2,7 @@
 
 - :mod:`~mpanet_tf.index.format`       the ``gallery.mpidx/`` folder and its validation (:class:`GalleryIndex`)
 - :mod:`~mpanet_tf.index.builder`      ``build_index`` / ``add_to_index``: batched, resumable
+- :mod:`~mpanet_tf.index.lock`         the writer lock (one process writes an index at a time)
 - :mod:`~mpanet_tf.index.sources`      a folder of images or a dataset split -> entries
 - :mod:`~mpanet_tf.index.fingerprint`  which model artifact made the index
 - :mod:`~mpanet_tf.index.exact`        exact chunked search over the memory-mapped rows

@@ -22,8 +22,10 @@ import os
 
 import numpy as np
 
-from mpanet_tf.index.exact import exact_search
+from mpanet_tf.index.exact import exact_search, unit_rows
 from mpanet_tf.index.format import GalleryIndex, GalleryIndexError
+from mpanet_tf.index.lock import write_lock
+from mpanet_tf.io.atomic import atomic_path, atomic_write_json
 
 ANN_FILE = "ann.faiss"
 ANN_META = "ann.json"
@@ -130,8 +132,6 @@ def prepare_ann(index: GalleryIndex, params: dict | None = None, seed: int = 0):
         (faiss index, settings dict with ``rows``, ``nlist``, ``m``, ``nbits``, ``nprobe``).
     """
     faiss = require_faiss()
-    from mpanet_tf.index.builder import write_lock
-    from mpanet_tf.run_folder import atomic_write_json
 
     if index.count == 0:
         raise GalleryIndexError(f"gallery index {index.path} is empty; add images before searching it")
@@ -152,9 +152,8 @@ def prepare_ann(index: GalleryIndex, params: dict | None = None, seed: int = 0):
             for start in range(settings["rows"], index.count, _ADD_ROWS):
                 ann.add(_rows_f32(rows, slice(start, start + _ADD_ROWS)))
             settings["rows"] = index.count
-            temp = index.path / f".{ANN_FILE}.{os.getpid()}.tmp"
-            faiss.write_index(ann, os.fspath(temp))
-            os.replace(temp, ann_file)
+            with atomic_path(ann_file) as temp:
+                faiss.write_index(ann, os.fspath(temp))
             atomic_write_json(meta_file, settings)
     return ann, settings
 
@@ -171,8 +170,6 @@ def ann_search(index: GalleryIndex, queries, top_k: int = 10, nprobe: int | None
     Returns:
         (indices (Q, k) int64, distances (Q, k) float32) as :func:`~mpanet_tf.index.exact.exact_search`.
     """
-    from mpanet_tf.index.exact import unit_rows
-
     ann, settings = prepared or prepare_ann(index)
     queries = unit_rows(queries)
     k = max(1, min(int(top_k), index.count))

@@ -12,60 +12,40 @@ one and stores the same rows.
 
 Rows are stored L2-normalised (:func:`mpanet_tf.index.exact.unit_rows`), in float32 or float16.
 Only the model whose fingerprint (:mod:`mpanet_tf.index.fingerprint`) is stored may add to an
-index. One process writes an index at a time (an exclusive ``flock`` on its ``lock`` file).
+index. One process writes an index at a time (:func:`mpanet_tf.index.lock.write_lock`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf import __version__
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.eval.features import extract_features
 from mpanet_tf.index.exact import unit_rows
 from mpanet_tf.index.fingerprint import model_fingerprint
 from mpanet_tf.index.format import (
-    DTYPES, EMBEDDINGS_FILE, ENTRIES_FILE, FORMAT_NAME, FORMAT_VERSION, LOCK_FILE, META_FILE, GalleryIndex,
-    GalleryIndexError,
+    DTYPES, EMBEDDINGS_FILE, ENTRIES_FILE, FORMAT_NAME, FORMAT_VERSION, META_FILE, GalleryIndex, GalleryIndexError,
 )
+from mpanet_tf.index.lock import write_lock
 from mpanet_tf.index.sources import resolve_entries
-from mpanet_tf.run_folder import atomic_write_json
+from mpanet_tf.io.atomic import atomic_write_json
+from mpanet_tf.io.staging import staging_folder
+from mpanet_tf.runtimes.embedder import load_embedder
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@contextmanager
-def write_lock(folder: Path):
-    """Hold the index's exclusive writer lock; refuse (one line) when another process holds it."""
-    import fcntl
-
-    with open(folder / LOCK_FILE, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GalleryIndexError(f"gallery index {folder} is being written by another mpanet-tf process; "
-                                    "wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _create(output: Path, fingerprint: str, embedder, dtype: str, batch_size: int) -> None:
-    """Create an empty index at ``output`` (written in a temporary sibling folder, then renamed)."""
-    from mpanet_tf import __version__
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
-    try:
+    """Create an empty index at ``output`` (written in a staging folder beside it, then renamed)."""
+    with staging_folder(output) as temp:
         (temp / EMBEDDINGS_FILE).touch()
         (temp / ENTRIES_FILE).touch()
         size = list(embedder.image_size) if getattr(embedder, "image_size", None) else None
@@ -79,10 +59,7 @@ def _create(output: Path, fingerprint: str, embedder, dtype: str, batch_size: in
                           "distance": "euclidean", "batch_size": int(batch_size), "mpanet_tf_version": __version__},
             "sources": [], "skipped": [], "pending": None, "created": _now(), "updated": _now(),
         })
-        os.rename(temp, output)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        os.rename(temp, output)  # not replace_folder: an index another process just created is kept
 
 
 class _Appender:
@@ -124,8 +101,6 @@ class _Appender:
 def _embed_pending(appender: _Appender, embedder, pending: list[dict], batch_size: int, skip_bad_images: bool,
                    progress: bool) -> None:
     from tqdm.auto import tqdm
-
-    from mpanet_tf.eval.features import extract_features
 
     size = embedder.image_size or (1, 1)  # only the bytes-fed SavedModel has no size, and needs none
     with tqdm(total=len(pending), desc="index", unit="img", disable=not progress) as bar:
@@ -171,7 +146,7 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
     are required); on a finished one it embeds only images the source gained since.
 
     Args:
-        model: a model artifact path, :class:`~mpanet_tf.eval.embedder.Embedder` or Keras model.
+        model: a model artifact path, :class:`~mpanet_tf.runtimes.embedder.Embedder` or Keras model.
         output: the index folder (``gallery.mpidx``).
         images: a folder of images (searched recursively); or
         dataset, data_root, split, trial: a dataset split (:func:`~mpanet_tf.index.sources.dataset_entries`).
@@ -181,8 +156,6 @@ def build_index(model, output, images=None, dataset: str | None = None, data_roo
     Raises:
         GalleryIndexError: ``output`` exists but is not an index of this model, dtype and source.
     """
-    from mpanet_tf.eval.embedder import load_embedder
-
     if dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     batch_size = _check_batch(batch_size)
@@ -211,8 +184,6 @@ def add_to_index(index, model, images=None, dataset: str | None = None, data_roo
     Raises:
         GalleryIndexError: not an index, or one built by another model (one line).
     """
-    from mpanet_tf.eval.embedder import load_embedder
-
     batch_size = _check_batch(batch_size)
     folder = Path(os.path.expanduser(os.fspath(index)))
     GalleryIndex.open(folder, allow_pending=True)  # validate before any embedding work

@@ -5,7 +5,7 @@
     <path relative to the artifact, '' for a single file> NUL <size in bytes> NUL <SHA-256 of the bytes> LF
 
 The files of an artifact are the ones its loader reads
-(:func:`mpanet_tf.eval.embedder.load_embedder`):
+(:func:`mpanet_tf.runtimes.embedder.load_embedder`):
 
 - a single file (``.keras``, ``.onnx``, or any other one-file model): that file;
 - a run folder (holds ``config.json``): ``config.json``, ``model.keras`` and the newest complete
@@ -67,7 +67,7 @@ def _weights_fingerprint(model) -> str:
 
 
 def model_fingerprint(model) -> str:
-    """The fingerprint of a model artifact path, an :class:`~mpanet_tf.eval.embedder.Embedder`
+    """The fingerprint of a model artifact path, an :class:`~mpanet_tf.runtimes.embedder.Embedder`
     (of its ``source``) or an in-memory Keras model.
 
     Raises:

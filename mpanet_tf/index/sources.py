@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mpanet_tf.data.image_files import find_images
+from mpanet_tf.data.registry import get_dataset, load_dataset
 from mpanet_tf.errors import ConfigError
 
 #: Dataset splits ``index build --split`` accepts.
@@ -19,8 +21,6 @@ SPLITS = ("gallery", "query", "train", "all")
 
 def folder_entries(folder) -> tuple[list[dict], dict]:
     """(entries, source description) of every image under ``folder`` (sorted, as ``search --gallery``)."""
-    from mpanet_tf.search import find_images
-
     paths = find_images(folder, "image")
     entries = [{"path": os.path.abspath(p), "person_id": None, "camera": None, "modality": None} for p in paths]
     return entries, {"kind": "folder", "path": os.path.abspath(os.path.expanduser(os.fspath(folder)))}
@@ -28,8 +28,6 @@ def folder_entries(folder) -> tuple[list[dict], dict]:
 
 def _split_records(dataset, split: str, name: str):
     """``train``/``all`` records, or the query or gallery side of the dataset protocol's test split."""
-    from mpanet_tf.data.registry import get_dataset
-
     if split == "train":
         return dataset.train_records()
     if split == "all":
@@ -45,8 +43,6 @@ def dataset_entries(name: str, data_root, split: str = "gallery", trial: int = 1
     visible test images of ``trial``), ``query`` (SYSU: infrared test images; RegDB: thermal test
     images), ``train`` or ``all``.
     """
-    from mpanet_tf.data.registry import load_dataset
-
     if split not in SPLITS:
         raise ConfigError(f"unknown --split {split!r}; choose one of {', '.join(SPLITS)}")
     key = str(name).lower()

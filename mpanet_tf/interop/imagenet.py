@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from mpanet_tf.errors import CheckpointError, WeightsUnavailableError
+from mpanet_tf.io.atomic import atomic_open
 
 RESNET50_FILENAME = "resnet50-19c8e357.pth"
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"
@@ -81,27 +81,19 @@ def _download(url: str, target: Path, prefix: str, progress: bool, timeout: floa
     """Stream ``url`` into a temporary file beside ``target``, check the hash, rename. -> sha256."""
     from tqdm.auto import tqdm
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.",
-                                         suffix=".partial", delete=False)
     digest = hashlib.sha256()
-    try:
-        with handle, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = response.headers.get("Content-Length") if response.headers else None
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                      unit_divisor=1024, desc=target.name, disable=not progress) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        if not digest.hexdigest().startswith(prefix):
+    with atomic_open(target, "wb") as handle, urllib.request.urlopen(url, timeout=timeout) as response:
+        total = response.headers.get("Content-Length") if response.headers else None
+        with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
+                  unit_divisor=1024, desc=target.name, disable=not progress) as bar:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                handle.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+        if not digest.hexdigest().startswith(prefix):  # raised inside: the partial file goes
             raise WeightsUnavailableError(
                 f"the download of {url} has SHA-256 {digest.hexdigest()[:12]}..., not {prefix}; "
                 f"nothing was kept; {_where_to(target.name)}")
-        os.replace(handle.name, target)
-    finally:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
     return digest.hexdigest()
 
 

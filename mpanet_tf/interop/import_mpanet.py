@@ -17,7 +17,7 @@ keys), ``model.keras`` and a step-0 training checkpoint in the trainer's format
 ``load_model`` read it like a finished run; ``train --resume`` fine-tunes it from epoch 1. It is
 written into a temporary folder beside the output and renamed into place, so a failed import
 leaves nothing behind. The output folder is locked while the import runs
-(:func:`mpanet_tf.run_folder.folder_lock`): a second import (or a ``train``) into it is refused.
+(:func:`mpanet_tf.io.locks.folder_lock`): a second import (or a ``train``) into it is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ from mpanet_tf.interop.convert import apply_state_dict
 from mpanet_tf.interop.imagenet import sha256_of
 from mpanet_tf.interop.mpanet_keys import check_frozen_bn_neck_bias, mpanet_torch_mapping
 from mpanet_tf.interop.torch_state import load_state_dict
+from mpanet_tf.io import atomic, locks
+from mpanet_tf.io.staging import replace_folder, staging_folder
+from mpanet_tf.model import build_model
+from mpanet_tf.training.checkpoints import CheckpointManager
+from mpanet_tf.training.progress import RunProgress
+from mpanet_tf.training.setup import make_optimizer
 
 #: Keys of the authors' checkpoint with no Keras variable: BN batch counters and the zero bias.
 IGNORED_KEYS = (r"num_batches_tracked$", r"^bn_neck\.bias$")
@@ -83,7 +89,7 @@ def _problems(report, limit: int = 3) -> str:
 def _check_output(output: Path, force: bool) -> None:
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a folder; choose another --output")
-    if output.is_dir() and any(p.name != run_folder.LOCK_FILE for p in output.iterdir()) \
+    if output.is_dir() and any(p.name != locks.LOCK_FILE for p in output.iterdir()) \
             and not force:
         raise ConfigError(f"output folder {output} is not empty; choose another --output or pass "
                           "--force to replace it")
@@ -102,10 +108,6 @@ def _resolve_config(dataset: str, image_size) -> MPANetConfig:
 def _write_start_checkpoint(model, config: MPANetConfig, run_dir: Path) -> None:
     """A step-0 training checkpoint in the trainer's format, so ``train --resume`` fine-tunes the
     imported weights from epoch 1 with a fresh Adam (the optimizer the trainer builds)."""
-    from mpanet_tf.training.checkpoints import CheckpointManager
-    from mpanet_tf.training.progress import RunProgress
-    from mpanet_tf.training.setup import make_optimizer
-
     model.compile(optimizer=make_optimizer(config), jit_compile=bool(config.train.jit))
     model.optimizer.build(model.trainable_variables)
     CheckpointManager(run_dir).save(model, RunProgress().state())
@@ -136,15 +138,13 @@ def import_mpanet_checkpoint(checkpoint, output_dir, dataset: str = "sysu", forc
     output = Path(output_dir).expanduser().absolute()
     _check_output(output, force)
     config = _resolve_config(dataset, image_size)
-    with run_folder.folder_lock(output, "import-torch output folder"):
+    with locks.folder_lock(output, "import-torch output folder"):
         _check_output(output, force)  # again, now that no other process can write it
         return _import(checkpoint, output, config)
 
 
 def _import(checkpoint: Path, output: Path, config: MPANetConfig) -> Path:
     """The import itself, under the output folder's lock."""
-    from mpanet_tf.model import build_model
-
     state, num_classes = read_authors_state(checkpoint)
     digest = sha256_of(checkpoint)
     config.model.backbone_weights = str(checkpoint)
@@ -167,10 +167,10 @@ def _import(checkpoint: Path, output: Path, config: MPANetConfig) -> Path:
         "backbone_weights_sha256": digest,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    with run_folder.staging_folder(output) as staging:
-        run_folder.atomic_write_json(staging / run_folder.CONFIG_FILE, config.to_dict())
-        run_folder.atomic_write_json(staging / run_folder.RUN_FILE, meta)
+    with staging_folder(output) as staging:
+        atomic.atomic_write_json(staging / run_folder.CONFIG_FILE, config.to_dict())
+        atomic.atomic_write_json(staging / run_folder.RUN_FILE, meta)
         model.save(staging / run_folder.FINAL_MODEL)
         _write_start_checkpoint(model, config, staging)
-        run_folder.replace_folder(staging, output)
+        replace_folder(staging, output)
     return output

@@ -34,7 +34,7 @@ FUSED_DTYPES = ("float32", "float16", "bfloat16")
 
 def _replica_count_sum(count):
     """``count`` summed over the replicas of a synchronised step (the global batch's n)."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow-only path; the layer runs on any Keras backend
 
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
@@ -86,7 +86,7 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
     def _fused_training_call(self, inputs):
         """One ``FusedBatchNormV3`` (B, H, W, C): output, and the running averages it computes
         with ``exponential_avg_factor = 1 - momentum`` from the unbiased batch variance."""
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow-only path (fused kernel); the layer runs on any Keras backend
 
         gamma, beta = self._affine()
         outputs, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(

@@ -83,21 +83,20 @@ def stage(x, index, last_stride=2, dtype=None):
     return x
 
 
-def build_resnet50(last_stride=1, after_layer3=None, after_layer4=None, dtype=None, name="backbone"):
-    """The backbone as a functional Keras model.
+def resnet50_stages(images, last_stride=1, after_layer3=None, after_layer4=None, dtype=None):
+    """The stem and the four stages applied to the symbolic ``images``: [layer3 output, layer4 output].
 
     Args:
+        images: (B, H, W, 3) normalised images (a ``keras.Input``).
         last_stride: 1 (authors, "drop_last_stride") or 2 (torchvision).
         after_layer3, after_layer4: optional Keras layers applied to the stage outputs inside the
             backbone (MPANet puts its MAMs here, facts §1.2), so layer4 sees MAM3's output.
         dtype: dtype policy for every layer.
 
     Returns:
-        ``keras.Model``: (B, H, W, 3) normalised images -> [layer3 output, layer4 output], each
-        after its hook.
+        [(B, H/16, W/16, 1024), (B, H/16, W/16, 2048)] with last stride 1, each after its hook.
     """
-    inputs = keras.Input(shape=(None, None, 3), name="images")
-    x = conv2d(inputs, 64, 7, 2, "conv1", dtype)
+    x = conv2d(images, 64, 7, 2, "conv1", dtype)
     x = keras.layers.ReLU(name="relu", dtype=dtype)(batch_norm(x, "bn1", dtype))
     x = keras.layers.ZeroPadding2D(1, name="maxpool_pad", dtype=dtype)(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool", dtype=dtype)(x)
@@ -110,4 +109,12 @@ def build_resnet50(last_stride=1, after_layer3=None, after_layer4=None, dtype=No
     x = stage(x, 4, last_stride=last_stride, dtype=dtype)
     if after_layer4 is not None:
         x = after_layer4(x)
-    return keras.Model(inputs, [out3, x], name=name)
+    return [out3, x]
+
+
+def build_resnet50(last_stride=1, after_layer3=None, after_layer4=None, dtype=None, name="backbone"):
+    """The plain ResNet-50 of :func:`resnet50_stages` as a functional Keras model:
+    (B, H, W, 3) normalised images -> [layer3 output, layer4 output]. MPANet's backbone with its
+    MAMs is :class:`mpanet_tf.backbone.MPANetBackbone`."""
+    inputs = keras.Input(shape=(None, None, 3), name="images")
+    return keras.Model(inputs, resnet50_stages(inputs, last_stride, after_layer3, after_layer4, dtype), name=name)

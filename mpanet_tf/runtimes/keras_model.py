@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mpanet_tf import run_folder
+from mpanet_tf.runtimes.embedder import Embedder
 from mpanet_tf.runtimes.registry import Runtime, register
 
 
@@ -32,9 +33,8 @@ class KerasRuntime(Runtime):
         return None
 
     def load(self, path: Path):
-        from mpanet_tf.eval.embedder import Embedder
-        from mpanet_tf.inference import embedding_function
-        from mpanet_tf.model import load_model
+        from mpanet_tf.inference import embedding_function  # deferred: TensorFlow; the CLI lists runtimes without it
+        from mpanet_tf.model import load_model  # deferred: Keras/TensorFlow, as above
 
         loaded = load_model(path)
         return Embedder(embedding_function(loaded), loaded.image_size, self.name, path)

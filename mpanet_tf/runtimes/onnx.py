@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from mpanet_tf import run_folder
+from mpanet_tf.runtimes.embedder import Embedder
+from mpanet_tf.runtimes.export_info import read_export_info
 from mpanet_tf.runtimes.registry import ExportOptions, Runtime, register
 
 DEFAULT_OPSET = 17
@@ -73,7 +75,7 @@ def write_onnx(model, path, opset: int = DEFAULT_OPSET) -> None:
     import tensorflow as tf
     import tf2onnx
 
-    from mpanet_tf.inference import embedding_function
+    from mpanet_tf.inference import embedding_function  # deferred: TensorFlow; the CLI lists runtimes without it
 
     embedding = embedding_function(model)
 
@@ -148,8 +150,6 @@ class OnnxRuntime(Runtime):
 
     def find(self, path: Path) -> Path | None:
         if path.is_file() and path.suffix.lower() == ".onnx":
-            from mpanet_tf.export import read_export_info
-
             labelled = read_export_info(path.parent).get("format")
             return path if labelled == self.name or (labelled is None and self.accepts_unlabelled) else None
         if path.is_dir() and not run_folder.is_run_folder(path):
@@ -157,8 +157,6 @@ class OnnxRuntime(Runtime):
         return None
 
     def load(self, path: Path):
-        from mpanet_tf.eval.embedder import Embedder
-
         session = onnx_session(path)
         return Embedder(onnx_embedder(session), session_image_size(session), self.name, path)
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf.data.image_files import find_images
+from mpanet_tf.data.images import load_image
 from mpanet_tf.errors import ExportError
 from mpanet_tf.runtimes.onnx import DEFAULT_OPSET, INPUT_NAME, ONNX_FILE, OnnxRuntime, input_description, write_onnx
 from mpanet_tf.runtimes.registry import ExportOptions, register
@@ -78,8 +80,6 @@ def calibration_paths(source, count: int | None = None) -> list[Path]:
     Raises:
         DatasetError: ``source`` is not a folder or holds no image.
     """
-    from mpanet_tf.search import find_images
-
     paths = find_images(source, what="calibration")
     count = min(int(count or DEFAULT_CALIBRATION_IMAGES), len(paths))
     picks = np.unique(np.linspace(0, len(paths) - 1, count).round().astype(int))
@@ -97,8 +97,6 @@ class CalibrationImages:
         self.position = 0
 
     def get_next(self):
-        from mpanet_tf.data.images import load_image
-
         if self.position >= len(self.paths):
             return None
         chunk = self.paths[self.position:self.position + self.batch_size]

@@ -1,7 +1,7 @@
 """The runtime registry: one :class:`Runtime` per kind of model artifact.
 
 A runtime knows how to write its artifact from a model (``mpanet-tf export``), how to recognise a
-path that holds one, and how to open it as an :class:`~mpanet_tf.eval.embedder.Embedder`
+path that holds one, and how to open it as an :class:`~mpanet_tf.runtimes.embedder.Embedder`
 (evaluation, search, pictures). ``export --format`` / ``--quantize``, ``load_embedder``,
 ``search``, ``eval --model`` and the benchmarks loop over :func:`runtimes`; adding a runtime is one
 module with a :class:`Runtime` subclass and a :func:`register` call.
@@ -81,7 +81,7 @@ class Runtime:
         raise NotImplementedError
 
     def load(self, path: Path):
-        """The :class:`~mpanet_tf.eval.embedder.Embedder` of the artifact ``find`` returned."""
+        """The :class:`~mpanet_tf.runtimes.embedder.Embedder` of the artifact ``find`` returned."""
         raise NotImplementedError
 
 

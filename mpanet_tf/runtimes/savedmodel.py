@@ -25,7 +25,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
 from mpanet_tf.errors import CheckpointError
+from mpanet_tf.runtimes.embedder import Embedder
+from mpanet_tf.runtimes.export_info import read_export_info
 from mpanet_tf.runtimes.registry import ExportOptions, Runtime, register
 
 EMBEDDINGS = "embeddings"
@@ -64,8 +67,7 @@ def serving_functions(model):
     """
     import tensorflow as tf
 
-    from mpanet_tf.data.images import decode_image_tensor, resize_image_tensor
-    from mpanet_tf.inference import embedding_function
+    from mpanet_tf.inference import embedding_function  # deferred: TensorFlow; the CLI lists runtimes without it
 
     size = tuple(int(s) for s in model.image_size)
     embedding = embedding_function(model)
@@ -128,9 +130,6 @@ class SavedModelRuntime(Runtime):
 
     def load(self, path: Path):
         import tensorflow as tf
-
-        from mpanet_tf.eval.embedder import Embedder
-        from mpanet_tf.export import read_export_info
 
         loaded = tf.saved_model.load(os.fspath(path))
         if "serve_encoded" not in loaded.signatures:

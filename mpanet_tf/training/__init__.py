@@ -22,7 +22,7 @@ __all__ = ["train", "train_repeats", "TrainingInterrupted", "TrainResult"]
 
 def __getattr__(name):
     if name in __all__:
-        from mpanet_tf.training import trainer
+        from mpanet_tf.training import trainer  # deferred: TensorFlow (the trainer imports keras); importing the package stays light
 
         return getattr(trainer, name)
     raise AttributeError(f"module 'mpanet_tf.training' has no attribute {name!r}")

@@ -12,16 +12,16 @@ A checkpoint taken after global step ``g`` is two files under ``<run>/checkpoint
   the running sums of the epoch in progress and the optimizer's iteration count (checked on
   restore).
 
-Each file is written under a temporary name in the same folder, flushed, fsynced and renamed, and
-the state file goes last: a checkpoint exists exactly when its state file does, so a process killed
-at any point leaves either the previous checkpoint or the new one, never half of one. The data
+Each file is written atomically (:mod:`mpanet_tf.io.atomic`: a temporary name in the same folder,
+fsynced and renamed), and the state file goes last: a checkpoint exists exactly when its state
+file does, so a process killed at any point leaves either the previous checkpoint or the new one,
+never half of one. The data
 position needs no more than (epoch, step in epoch): the sampler and the augmentation are pure
 functions of (seed, epoch, step) (:mod:`mpanet_tf.data.pipeline`).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -29,34 +29,10 @@ import numpy as np
 
 from mpanet_tf import run_folder
 from mpanet_tf.errors import CheckpointError, TrainingError
+from mpanet_tf.io import atomic
 
 FORMAT = "mpanet-tf-checkpoint/1"
-TEMP_PREFIX = ".tmp-"
 DEFAULT_KEEP = 3
-
-
-def _fsync_file(path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder) -> None:
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
-
-
-def _temporary(folder: Path, final: Path) -> Path:
-    # Keras wants the ".weights.h5" suffix: keep it on the temporary name.
-    suffix = "".join(final.suffixes)
-    return folder / f"{TEMP_PREFIX}{os.getpid()}-{final.name[:-len(suffix)]}{suffix}"
 
 
 def _step_of(name: str):
@@ -108,14 +84,8 @@ class CheckpointManager:
         if state_path.exists():
             state_path.unlink()
 
-        temp = _temporary(self.folder, weights)
-        try:
+        with atomic.atomic_path(weights) as temp:
             model.save_weights(str(temp))
-            _fsync_file(temp)
-            os.replace(temp, weights)
-        finally:
-            if temp.exists():
-                temp.unlink()
 
         record = dict(state)
         record.update({
@@ -124,8 +94,7 @@ class CheckpointManager:
             "optimizer_iterations": _iterations(model),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
-        run_folder.atomic_write_json(state_path, record)
-        _fsync_dir(self.folder)
+        atomic.atomic_write_json(state_path, record)
         self.prune()
         return state_path
 
@@ -194,7 +163,7 @@ class CheckpointManager:
         """Delete temporary files of interrupted saves and files of checkpoints without a state
         file; returns the names removed.
 
-        Call it only while holding the run folder's lock (:func:`mpanet_tf.run_folder.folder_lock`,
+        Call it only while holding the run folder's lock (:func:`mpanet_tf.io.locks.folder_lock`,
         which ``train`` holds for the whole run): a temporary file is then never one that another
         live process is still writing.
         """
@@ -204,7 +173,7 @@ class CheckpointManager:
         removed = []
         for path in self.folder.iterdir():
             step = _step_of(path.name) if path.name.startswith("ckpt-") else None
-            if path.name.startswith(TEMP_PREFIX) or (path.name.startswith(".") and path.name.endswith(".tmp")) \
+            if atomic.is_temporary(path.name) \
                     or (step is not None and step not in complete):
                 path.unlink()
                 removed.append(path.name)

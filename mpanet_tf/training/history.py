@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mpanet_tf import run_folder
+from mpanet_tf.io import atomic
 from mpanet_tf.training.progress import LOSS_KEYS
 
 
@@ -44,7 +45,7 @@ def epoch_line(entry: dict) -> str:
 
 def write_history(run_dir, history: list) -> None:
     """Write ``history.json`` atomically."""
-    run_folder.atomic_write_json(Path(run_dir) / run_folder.HISTORY_FILE, {"epochs": list(history)})
+    atomic.atomic_write_json(Path(run_dir) / run_folder.HISTORY_FILE, {"epochs": list(history)})
 
 
 def read_history(run_dir) -> list:
@@ -57,7 +58,7 @@ class TensorBoardLog:
     """Per-epoch scalars in ``<run>/tensorboard`` (``tf.summary``)."""
 
     def __init__(self, run_dir):
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow; read_history (the curves picture) needs none
 
         self._tf = tf
         self.writer = tf.summary.create_file_writer(str(Path(run_dir) / run_folder.TENSORBOARD_DIR))

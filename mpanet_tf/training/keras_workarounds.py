@@ -38,7 +38,7 @@ def skip_symbolic_build(model) -> None:
 
 def reduce_logs_as_vectors(model) -> None:
     """Make ``model.train_step`` return its logged values with shape (1,) instead of () (workaround 2)."""
-    import keras
+    import keras  # deferred: Keras/TensorFlow; the multi-worker check above needs neither
 
     step = model.train_step
 

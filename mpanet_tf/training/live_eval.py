@@ -23,15 +23,15 @@ import time
 
 import numpy as np
 
-from mpanet_tf.eval.report import METRIC_KEYS
+from mpanet_tf.data.registry import get_dataset
+from mpanet_tf.eval.features import extract_feature_set
+from mpanet_tf.eval.report import METRIC_KEYS, setting_name
 
 EVAL_BATCH_SIZE = 64  # the authors' test batch (facts §1.5)
 
 
 def summarize(results: list[dict]) -> dict:
     """The history's ``eval`` entry: the mean of ``results`` over each metric, plus their names."""
-    from mpanet_tf.eval.report import setting_name
-
     summary = {key: float(np.mean([r[key] for r in results])) for key in METRIC_KEYS}
     summary["settings"] = [setting_name(r) for r in results]
     return summary
@@ -56,16 +56,14 @@ def evaluate_live_model(model, dataset, config, *, final: bool = False, embed_fn
         dicts of mpanet_tf.eval.report], "seconds": float}``, or None when the protocol cannot run
         (SYSU without ``rand_perm_cam.mat``).
     """
-    from mpanet_tf.data.registry import get_dataset
-    from mpanet_tf.eval.features import extract_feature_set
-    from mpanet_tf.inference import embedding_function
-
     start = time.time()
     protocol = get_dataset(config.data.dataset).get_protocol()
     reason = protocol.training_skip_reason(dataset)
     if reason:
         log(f"evaluation skipped: {reason}")
         return None
+    from mpanet_tf.inference import embedding_function  # deferred: TensorFlow; `mpanet-tf --help` and quickstart's CLI stay light
+
     # Not folded: the trainer reuses this function across epochs while the weights change.
     embed_fn = embed_fn or embedding_function(model, folded=False, jit=config.train.jit)
     query, gallery = protocol.test_split(dataset)

@@ -9,12 +9,13 @@ Both are set at the start of every epoch by :class:`EpochSchedule`, a Keras call
   SYSU 3.5e-4 for epochs 1-80, 3.5e-5 for 81-120, 3.5e-6 for 121-140.
 - EMA rate (facts §2.4, engine ``epoch_started_callback``): at the start of 1-based epoch ``e``,
   ``r = update_rate * min(1, decay_epoch / (e + 1))`` (0.2 up to epoch 99, 0.142 at epoch 140),
-  :func:`mpanet_tf.model.ema_rate_for_epoch`.
+  :func:`ema_rate_for_epoch`.
 """
 
 from __future__ import annotations
 
 import keras
+
 
 
 def learning_rate_for_epoch(epoch: int, base_lr: float, milestones=(80, 120), gamma: float = 0.1) -> float:
@@ -24,10 +25,9 @@ def learning_rate_for_epoch(epoch: int, base_lr: float, milestones=(80, 120), ga
 
 
 def ema_rate_for_epoch(epoch: int, update_rate: float = 0.2, decay_epoch: int = 100) -> float:
-    """The mean-classifier EMA rate of 1-based ``epoch`` (see :func:`mpanet_tf.model.ema_rate_for_epoch`)."""
-    from mpanet_tf.model import ema_rate_for_epoch as rate
-
-    return rate(epoch, update_rate, decay_epoch)
+    """The authors' EMA-rate schedule of the mean classifiers (facts §2.4), 1-based ``epoch`` as in
+    their ``epoch_started_callback``: r = update_rate * min(1, decay_epoch / (epoch + 1))."""
+    return float(update_rate) * min(1.0, float(decay_epoch) / (int(epoch) + 1))
 
 
 class EpochSchedule(keras.callbacks.Callback):

@@ -22,9 +22,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpanet_tf import run_folder
+import keras
+import tensorflow as tf
+
+from mpanet_tf import __version__, run_folder
 from mpanet_tf.config import MPANetConfig
+from mpanet_tf.data.bad_images import find_bad_images
+from mpanet_tf.data.cache import open_cache
+from mpanet_tf.data.registry import get_dataset, load_dataset
+from mpanet_tf.data.sampler import IdentityPairSampler
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.io import locks
+from mpanet_tf.model import build_model
+from mpanet_tf.training.keras_workarounds import prepare_for_fit
+from mpanet_tf.training.strategy import check_replica_layout, describe
 
 #: (section, field) pairs that may change when a run is resumed.
 RESUMABLE_FIELDS = frozenset({
@@ -41,8 +52,8 @@ POLICIES = {"": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def is_empty_folder(path: Path) -> bool:
-    """Absent, or a folder holding nothing but the lock file (:data:`run_folder.LOCK_FILE`)."""
-    return not path.exists() or (path.is_dir() and not any(p.name != run_folder.LOCK_FILE for p in path.iterdir()))
+    """Absent, or a folder holding nothing but the lock file (:data:`locks.LOCK_FILE`)."""
+    return not path.exists() or (path.is_dir() and not any(p.name != locks.LOCK_FILE for p in path.iterdir()))
 
 
 def check_output(output: Path, *, resume: bool, force: bool) -> MPANetConfig | None:
@@ -74,7 +85,7 @@ def clear_run_folder(output: Path) -> None:
     if not output.is_dir():
         return
     for entry in output.iterdir():
-        if (entry.name in RUN_ENTRIES or entry.name.startswith(".")) and entry.name != run_folder.LOCK_FILE:
+        if (entry.name in RUN_ENTRIES or entry.name.startswith(".")) and entry.name != locks.LOCK_FILE:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
@@ -100,8 +111,6 @@ def merge_resume_config(saved: MPANetConfig, requested: MPANetConfig) -> MPANetC
 def precision_policy(mixed_precision: str):
     """Set Keras' global dtype policy for ``--mixed-precision`` ('' | 'bf16' | 'fp16') while
     building and training (it must be set before the model is built), restoring it afterwards."""
-    import keras
-
     if mixed_precision not in POLICIES:
         raise ConfigError(f"--mixed-precision must be bf16 or fp16, got {mixed_precision!r}")
     previous = keras.config.dtype_policy()
@@ -114,8 +123,6 @@ def precision_policy(mixed_precision: str):
 
 def make_optimizer(config: MPANetConfig):
     """PyTorch-equivalent Adam with the run's base learning rate; no Keras ``weight_decay``."""
-    import keras
-
     return keras.optimizers.Adam(learning_rate=float(config.train.lr), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
 
 
@@ -144,17 +151,11 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log) -> Training
     Raises:
         DatasetError, ConfigError, CacheError: the dataset, the batch layout or the cache.
     """
-    from mpanet_tf.data.registry import load_dataset
-    from mpanet_tf.data.sampler import IdentityPairSampler
-    from mpanet_tf.training.strategy import check_replica_layout
-
     data = config.data
     check_replica_layout(data.batch_ids, data.images_per_id, num_replicas)
     dataset = load_dataset(data.dataset, data.data_root or ".", data.trial)
     records = dataset.train_records()
     if data.skip_bad_images:
-        from mpanet_tf.data.bad_images import find_bad_images
-
         bad = set(find_bad_images(records, progress=False))
         if bad:
             log(f"skipping {len(bad)} undecodable training images (first: {sorted(bad)[0]})")
@@ -163,8 +164,6 @@ def load_training_data(config: MPANetConfig, num_replicas: int, log) -> Training
                                                num_replicas=num_replicas)
     cache = None
     if data.cache:
-        from mpanet_tf.data.cache import open_cache
-
         cache = open_cache(data.cache, records, (config.model.image_height, config.model.image_width))
     return TrainingData(dataset, records, sampler, cache)
 
@@ -173,9 +172,6 @@ def build_training_model(config: MPANetConfig, num_classes: int, strategy):
     """MPANet compiled with :func:`make_optimizer`, model and optimizer built inside
     ``strategy.scope()`` (the dtype policy must already be set), ready for ``fit`` under
     ``strategy`` (:func:`~mpanet_tf.training.keras_workarounds.prepare_for_fit`)."""
-    from mpanet_tf.model import build_model
-    from mpanet_tf.training.keras_workarounds import prepare_for_fit
-
     with strategy.scope():
         model = build_model(config, num_classes)
         model.compile(optimizer=make_optimizer(config), jit_compile=bool(config.train.jit))
@@ -186,13 +182,6 @@ def build_training_model(config: MPANetConfig, num_classes: int, strategy):
 
 def run_meta(config, data: TrainingData, init, strategy, status) -> dict:
     """The ``run.json`` of a run (facts: dataset, classes, backbone init and its SHA-256, status)."""
-    import keras
-    import tensorflow as tf
-
-    from mpanet_tf import __version__
-    from mpanet_tf.data.registry import get_dataset
-    from mpanet_tf.training.strategy import describe
-
     has_splits = bool(get_dataset(config.data.dataset).splits)
     return {"status": status, "dataset": config.data.dataset, "data_root": str(getattr(data.dataset, "root", "")),
             "trial": config.data.trial if has_splits else None,

@@ -36,7 +36,7 @@ def make_strategy(name: str = "auto"):
     Raises:
         ConfigError: unknown name, or ``multi-worker`` without a usable ``TF_CONFIG``.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow; read_tf_config and check_replica_layout need none
 
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")

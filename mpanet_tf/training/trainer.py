@@ -36,13 +36,20 @@ import keras
 
 from mpanet_tf import run_folder
 from mpanet_tf.config import MPANetConfig
+from mpanet_tf.data.bad_images import locate_bad_image
+from mpanet_tf.data.pipeline import DECODE_ERRORS, build_train_dataset
 from mpanet_tf.errors import ConfigError, TrainingError
+from mpanet_tf.io import atomic, locks
+from mpanet_tf.inference import embedding_function
+from mpanet_tf.interop.backbone_init import initialize_backbone, resolve_backbone
 from mpanet_tf.training import setup
 from mpanet_tf.training.checkpoints import CheckpointManager
 from mpanet_tf.training.history import TensorBoardLog, epoch_line, make_entry, write_history
+from mpanet_tf.training.keras_workarounds import in_multi_worker_mode
+from mpanet_tf.training.live_eval import evaluate_live_model
 from mpanet_tf.training.progress import InterruptFlag, RunProgress, StepMonitor
 from mpanet_tf.training.schedules import EpochSchedule
-from mpanet_tf.training.strategy import is_chief_task
+from mpanet_tf.training.strategy import describe, is_chief, is_chief_task, make_strategy
 
 
 class TrainingInterrupted(Exception):
@@ -90,7 +97,7 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
 
 
 # ---------------------------------------------------------------------------- train
-@run_folder.holding_lock("run folder", when=is_chief_task)  # the whole run holds the folder's lock
+@locks.holding_lock("run folder", when=is_chief_task)  # the whole run holds the folder's lock
 def train(config: MPANetConfig, output_dir, *, resume: bool = False, force: bool = False, verbose: int = 1,
           final_eval: bool | None = True, callbacks=(), log=None, detail_log=None) -> TrainResult:
     """Train MPANet into the run folder ``output_dir``.
@@ -165,8 +172,6 @@ class TrainingRun:
     """
 
     def __init__(self, config: MPANetConfig, output: Path, options: TrainOptions):
-        from mpanet_tf.training.strategy import is_chief, make_strategy
-
         self.config, self.output, self.options = config, output, options
         self.strategy = make_strategy(config.train.strategy)
         self.chief = is_chief(self.strategy)
@@ -185,8 +190,6 @@ class TrainingRun:
         self._state = CheckpointManager(self.output).latest() if resume else None
         self.data = setup.load_training_data(self.config, self.strategy.num_replicas_in_sync, self.options.log)
         if self._state is None:
-            from mpanet_tf.weights import resolve_backbone
-
             self._backbone = resolve_backbone(self.config.model.backbone_weights, progress=self.options.verbose > 0)
         if self.options.final_eval is None:   # a resumed run keeps its --final-eval/--no-final-eval
             run_file = self.output / run_folder.RUN_FILE
@@ -199,8 +202,6 @@ class TrainingRun:
         keras.utils.set_random_seed(int(self.config.train.seed))
         self.model = setup.build_training_model(self.config, self.data.num_classes, self.strategy)
         if self._state is None:
-            from mpanet_tf.weights import initialize_backbone
-
             self._init = initialize_backbone(self.model, self.config.model.backbone_weights, resolved=self._backbone)
             self.progress = RunProgress()
         else:
@@ -212,8 +213,6 @@ class TrainingRun:
     # ------------------------------------------------------------------ the run folder
     def open_folder(self, force: bool) -> None:
         """Clear the folder (``force``), drop incomplete checkpoints, write ``config.json`` and ``run.json``."""
-        from mpanet_tf.training.strategy import describe
-
         self.folder = self.output if self.chief else Path(tempfile.mkdtemp(prefix="mpanet-worker-"))
         if self.chief and force:
             setup.clear_run_folder(self.output)
@@ -225,8 +224,8 @@ class TrainingRun:
         run_file = self.folder / run_folder.RUN_FILE
         if self._state is not None and run_file.is_file():
             self.meta["started_at"] = run_folder.read_json(run_file).get("started_at")
-        run_folder.atomic_write_json(self.folder / run_folder.CONFIG_FILE, self.config.to_dict())
-        run_folder.atomic_write_json(run_file, self.meta)
+        atomic.atomic_write_json(self.folder / run_folder.CONFIG_FILE, self.config.to_dict())
+        atomic.atomic_write_json(run_file, self.meta)
         self.options.log(f"{self.model.summary_line()}; {self.data.num_classes} classes; {describe(self.strategy)}")
         if self._state is not None:
             p = self.progress
@@ -236,7 +235,7 @@ class TrainingRun:
     def write_status(self, status: str, **fields) -> None:
         """Update ``run.json``: ``status``, the global step and ``fields``."""
         self.meta.update(status=status, global_step=self.progress.global_step, **fields)
-        run_folder.atomic_write_json(self.folder / run_folder.RUN_FILE, self.meta)
+        atomic.atomic_write_json(self.folder / run_folder.RUN_FILE, self.meta)
 
     def save_checkpoint(self) -> Path:
         """Checkpoint the model and the position, with the running sums of an unfinished epoch."""
@@ -249,7 +248,7 @@ class TrainingRun:
     def finish(self, evaluation) -> Path:
         """Save the final ``model.keras`` and mark the run finished; returns the model's path."""
         final = self.folder / run_folder.FINAL_MODEL
-        run_folder.atomic_save_model(self.model, final)
+        atomic.atomic_save_model(self.model, final)
         self.write_status("finished", epochs_completed=len(self.progress.history),
                           finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                           evaluation=None if evaluation is None else evaluation["results"])
@@ -309,8 +308,6 @@ class TrainingRun:
     def _fit(self, epoch: int, first_step: int, iterations: int) -> None:
         """One ``fit`` over the steps ``first_step ..`` of ``epoch``; a decode error names the
         image, a non-finite loss or Ctrl-C stops the run."""
-        from mpanet_tf.data.bad_images import locate_bad_image
-        from mpanet_tf.data.pipeline import DECODE_ERRORS
 
         steps = iterations - first_step
         callbacks = [self.schedule, self.monitor, *self.options.callbacks]
@@ -340,9 +337,6 @@ class TrainingRun:
     def _epoch_data(self, epoch: int, first_step: int, steps: int):
         """The batches ``first_step ..`` of 1-based ``epoch`` (global batches, or per-worker slices
         through ``distribute_datasets_from_function`` under multi-worker)."""
-        from mpanet_tf.data.pipeline import build_train_dataset
-        from mpanet_tf.training.keras_workarounds import in_multi_worker_mode
-
         data = self.data
 
         def make(input_context=None):
@@ -356,9 +350,6 @@ class TrainingRun:
     def _evaluate_if_due(self, entry: dict):
         """Evaluate after the epoch of ``entry`` when due (``eval_every``, the final evaluation; the
         chief only), adding the summary to ``entry``; returns the result or None."""
-        from mpanet_tf.inference import embedding_function
-        from mpanet_tf.training.live_eval import evaluate_live_model
-
         train_cfg, epoch = self.config.train, entry["epoch"]
         final = self.options.final_eval and epoch == train_cfg.epochs
         due = final or (train_cfg.eval_every and epoch % train_cfg.eval_every == 0)

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf.data.images import load_image
+from mpanet_tf.data.records import is_infrared_camera
 from mpanet_tf.errors import ConfigError, MPANetError
+from mpanet_tf.io.atomic import atomic_write_bytes
+from mpanet_tf.io.output_checks import check_output_file
+from mpanet_tf.runtimes.embedder import load_embedder
 
 #: Pixels per matplotlib inch for every figure of this package.
 DPI = 100
@@ -80,7 +85,6 @@ def check_output(path) -> Path:
         raise ConfigError(f"output {path} must end in .png (the pictures are PNG files); pass --output NAME.png")
     if path.is_dir():
         raise ConfigError(f"output {path} is a folder; pass a file name ending in .png")
-    from mpanet_tf.run_folder import check_output_file
 
     check_output_file(path, "--output")
     try:
@@ -117,8 +121,6 @@ def save_png(figure, path, width: int, height: int) -> Path:
     """
     from PIL import Image
 
-    from mpanet_tf.run_folder import atomic_write_bytes
-
     path = check_output(path)
     pixels = render(figure)
     image = Image.fromarray(pixels)
@@ -142,8 +144,6 @@ def display_image(path, size) -> np.ndarray:
     Goes through the one loading path (:func:`mpanet_tf.data.images.load_image`), so a corrupt
     file raises :class:`~mpanet_tf.errors.BadImageError`.
     """
-    from mpanet_tf.data.images import load_image
-
     return np.clip(np.rint(load_image(path, size)), 0, 255).astype(np.uint8)
 
 
@@ -151,7 +151,6 @@ def modality_name(camera) -> str:
     """``"IR"`` for the infrared cameras 3 and 6 (facts §2), ``"VIS"`` for the others, ``"?"`` if unknown."""
     if camera is None or int(camera) < 0:
         return "?"
-    from mpanet_tf.data.records import is_infrared_camera
 
     return "IR" if is_infrared_camera(int(camera)) else "VIS"
 
@@ -184,14 +183,12 @@ def open_embedding(model):
     """``(embed_fn, image_size)`` for the feature pictures (ranks, t-SNE).
 
     ``model`` is a loaded :class:`~mpanet_tf.model.MPANet` (its ``embed``), an
-    :class:`~mpanet_tf.eval.embedder.Embedder`, or a path that
-    :func:`~mpanet_tf.eval.embedder.load_embedder` opens (run folder, ``.keras``, SavedModel,
+    :class:`~mpanet_tf.runtimes.embedder.Embedder`, or a path that
+    :func:`~mpanet_tf.runtimes.embedder.load_embedder` opens (run folder, ``.keras``, SavedModel,
     ``.onnx``). ``image_size`` is (h, w), :data:`FALLBACK_IMAGE_SIZE` when the artifact resizes
     inside and does not say.
     """
     if isinstance(model, (str, os.PathLike)):
-        from mpanet_tf.eval.embedder import load_embedder
-
         model = load_embedder(model)
     embed_fn = model.embed if hasattr(model, "embed") else model
     size = getattr(model, "image_size", None)

@@ -22,6 +22,7 @@ import numpy as np
 
 from mpanet_tf.config import LOSS_TERMS as CONFIG_LOSS_TERMS
 from mpanet_tf.config import TOTAL_LOSS
+from mpanet_tf.run_folder import HISTORY_FILE
 from mpanet_tf.viz.common import VisualizationError, check_output, check_size, new_figure, save_png
 
 #: Loss keys of a history epoch, with their legend labels (facts §2; :data:`mpanet_tf.config.LOSS_TERMS`).
@@ -34,8 +35,6 @@ _FIX = "pass a run folder written by `mpanet-tf train` (it holds history.json) o
 
 def history_path(run) -> Path:
     """``run/history.json`` for a run folder, or ``run`` itself when it is a ``.json`` file."""
-    from mpanet_tf.run_folder import HISTORY_FILE
-
     path = Path(run).expanduser()
     if path.is_dir():
         path = path / HISTORY_FILE

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf.data.images import load_image
 from mpanet_tf.errors import BadImageError, CheckpointError, ConfigError, DatasetError, printable
+from mpanet_tf.model import load_model
 from mpanet_tf.viz.common import check_output, check_size, new_figure, require_matplotlib, save_png
 
 SCALES = ("per-map", "shared")
@@ -152,10 +154,7 @@ def visualize_patterns(model, image_path, output, width: int | None = None, heig
     if not Path(image_path).is_file():
         raise BadImageError(image_path, "no such file")
     if not hasattr(model, "forward"):
-        from mpanet_tf.model import load_model
-
         model = load_model(model)
-    from mpanet_tf.data.images import load_image
 
     try:
         pixels = load_image(image_path, model.image_size)      # (H, W, 3) float32 in [0, 255]

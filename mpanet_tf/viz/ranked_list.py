@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf.data.records import ImageRecord
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.viz.common import RIGHT_COLOUR, UNKNOWN_COLOUR, WRONG_COLOUR
+from mpanet_tf.viz.ranks import draw_ranks, RankedRow
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
@@ -29,8 +31,6 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pdf")
 
 
 def _record(path):
-    from mpanet_tf.data.records import ImageRecord
-
     path = Path(path)
     return ImageRecord(path=os.fspath(path), relpath=path.name, person_id=-1, camera=-1, infrared=False)
 
@@ -55,8 +55,6 @@ def draw_ranked_list(query, ranked, distances, output, matches=None, thumb_size=
     Raises:
         ConfigError: an unsupported picture suffix or mismatched list lengths.
     """
-    from mpanet_tf.viz.ranks import RankedRow, draw_ranks
-
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in PICTURE_SUFFIXES:

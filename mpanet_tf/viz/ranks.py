@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf.data.image_files import find_images
 from mpanet_tf.data.records import ImageRecord, make_record
+from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.eval.features import extract_features
 from mpanet_tf.eval.metrics import l2_normalize, no_junk, pairwise_squared_distance
@@ -120,8 +122,6 @@ def folder_record(root: Path, path: Path) -> ImageRecord:
 
 def folder_records(folder, what: str) -> list[ImageRecord]:
     """Every image under ``folder`` (recursive, sorted by path) as records; DatasetError when none."""
-    from mpanet_tf.search import find_images
-
     root = Path(os.path.expanduser(os.fspath(folder))).absolute()
     return [folder_record(root, p) for p in find_images(root, what)]
 
@@ -247,7 +247,6 @@ def visualize_ranks(model, output, dataset: str | None = None, data_root=None, q
     else:
         if data_root is None:
             raise ConfigError(f"--dataset {dataset} needs --data-root, the dataset folder")
-        from mpanet_tf.data.registry import get_dataset
 
         spec = get_dataset(dataset)
         reader = spec.load(data_root, trial=trial)

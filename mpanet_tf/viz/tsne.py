@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpanet_tf.data.registry import get_dataset
 from mpanet_tf.errors import ConfigError
+from mpanet_tf.eval.features import extract_features
 from mpanet_tf.eval.metrics import l2_normalize
 from mpanet_tf.viz.common import (
     VisualizationError, check_output, check_size, identity_colours, new_figure, open_embedding, require_sklearn_tsne,
@@ -28,8 +30,6 @@ INFRARED_MARKER = "^"
 def evaluation_records(dataset: str, data_root, trial: int = 1) -> list:
     """Every test image of a dataset (both modalities) as :class:`~mpanet_tf.data.records.ImageRecord`:
     the query and gallery records of its protocol's test split (``trial``: the split, RegDB)."""
-    from mpanet_tf.data.registry import get_dataset
-
     spec = get_dataset(dataset)
     query, gallery = spec.get_protocol().test_split(spec.load(data_root, trial=trial))
     return query + gallery
@@ -144,13 +144,11 @@ def visualize_tsne(model, dataset: str, data_root, output, ids: int = 8, per_mod
     require_sklearn_tsne()
     records = select_records(evaluation_records(dataset, data_root, trial), ids, per_modality, seed, person_ids)
     embed_fn, size = open_embedding(model)
-    from mpanet_tf.eval.features import extract_features
 
     features = extract_features(embed_fn, records, size, batch_size, progress)
     points = tsne_points(features, perplexity, seed)
     person = np.array([r.person_id for r in records], dtype=np.int64)
     infrared = np.array([r.infrared for r in records], dtype=bool)
-    from mpanet_tf.data.registry import get_dataset
 
     spec = get_dataset(dataset)
     name = f"{spec.title} trial {trial}" if spec.splits else spec.title

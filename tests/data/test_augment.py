@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mpanet_tf.config import DataConfig
 from mpanet_tf.data.augment import PAD_FILLS, augment, pad_and_random_crop, random_erasing, random_flip
-from mpanet_tf.data.images import MEAN_PIXEL
+from mpanet_tf.layers.image_normalization import MEAN_PIXEL
 
 N = 400
 

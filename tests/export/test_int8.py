@@ -36,7 +36,7 @@ def calibrate_bn_neck(model, paths):
 def quantized(tmp_path_factory):
     from mpanet_tf.data.synthetic import generate_sysu
     from mpanet_tf.model import load_model
-    from mpanet_tf.search import find_images
+    from mpanet_tf.data.image_files import find_images
 
     root = tmp_path_factory.mktemp("int8")
     run, model = write_tiny_run(root / "run", seed=11)
@@ -103,7 +103,7 @@ def test_int8_embeddings_match_the_float_model_by_cosine(quantized):
     (inter-image cosine ~0 after the neck), so its int8 noise weighs more; this model measured a
     mean of 0.84, and 0.27 when PAM's pooling read the rounded feature map."""
     from mpanet_tf.data.images import load_image
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
 
     model, paths = quantized["model"], quantized["images"]
     embedder = load_embedder(quantized["int8"])
@@ -122,7 +122,7 @@ def test_int8_embeddings_match_the_float_model_by_cosine(quantized):
 
 
 def test_int8_is_recognised_by_file_and_by_export_folder(quantized, tmp_path):
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
 
     # the base folder prefers the float ONNX export beside it
     assert load_embedder(quantized["output"]).kind == "onnx"
@@ -135,7 +135,7 @@ def test_int8_is_recognised_by_file_and_by_export_folder(quantized, tmp_path):
 def test_search_and_eval_accept_the_int8_model(quantized, tmp_path):
     from mpanet_tf.data.images import load_image
     from mpanet_tf.data.sysu import SYSUDataset
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
     from mpanet_tf.eval.features import load_features
 
     query = quantized["images"][5]

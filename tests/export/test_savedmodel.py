@@ -40,9 +40,10 @@ def write_tiny_run(folder: Path, seed: int = 0):
     from mpanet_tf.model import build_model
 
     keras.utils.set_random_seed(seed)
-    model = build_model(tiny_config(), num_classes=4)
+    config = tiny_config()
+    model = build_model(config, num_classes=4)
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(model.config.to_json())
+    (folder / "config.json").write_text(config.to_json())
     (folder / "run.json").write_text(json.dumps({"num_classes": 4}))
     model.save(folder / "model.keras")
     return folder, model

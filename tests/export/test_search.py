@@ -14,7 +14,7 @@ from tests.export.test_savedmodel import eval_path_embeddings, write_images, wri
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory):
-    from mpanet_tf.eval.embedder import Embedder
+    from mpanet_tf.runtimes.embedder import Embedder
 
     root = tmp_path_factory.mktemp("search")
     run, model = write_tiny_run(root / "run", seed=5)
@@ -30,7 +30,7 @@ def gallery(tmp_path_factory):
 
 
 def test_find_images_is_recursive_and_filters_suffixes(gallery):
-    from mpanet_tf.search import find_images
+    from mpanet_tf.data.image_files import find_images
 
     found = find_images(gallery["folder"])
     assert found == gallery["images"]
@@ -38,7 +38,7 @@ def test_find_images_is_recursive_and_filters_suffixes(gallery):
 
 
 def test_find_images_refuses_a_missing_or_empty_folder(tmp_path):
-    from mpanet_tf.search import find_images
+    from mpanet_tf.data.image_files import find_images
 
     with pytest.raises(DatasetError, match="does not exist"):
         find_images(tmp_path / "nowhere")

@@ -33,7 +33,7 @@ class ProjectionEmbedder:
 
 def make_embedder(model_file, seed: int = 0, stop_at: int | None = None):
     """An :class:`Embedder` whose fingerprint is that of ``model_file`` (written with ``seed``)."""
-    from mpanet_tf.eval.embedder import Embedder
+    from mpanet_tf.runtimes.embedder import Embedder
 
     if not model_file.exists():
         model_file.write_bytes(np.random.default_rng(seed).bytes(256))

@@ -11,7 +11,7 @@ import pytest
 from mpanet_tf.index import GalleryIndex, GalleryIndexError, add_to_index, build_index
 from mpanet_tf.index.exact import unit_rows
 from mpanet_tf.index.fingerprint import model_fingerprint
-from mpanet_tf.search import find_images
+from mpanet_tf.data.image_files import find_images
 from tests.index.conftest import DIM, SIZE, make_embedder
 
 

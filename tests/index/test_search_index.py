@@ -35,7 +35,7 @@ def _ranking(output: str) -> list[str]:
 
 
 def test_index_ranking_equals_search_gallery_for_every_query(tiny, tmp_path):
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
     from mpanet_tf.search import search, search_index
 
     embedder = load_embedder(tiny["run"])  # loaded once; the CLI below checks one query end to end

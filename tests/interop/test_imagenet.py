@@ -18,7 +18,7 @@ from mpanet_tf.interop import imagenet
 from mpanet_tf.interop.convert import apply_state_dict, resnet_torch_mapping
 from mpanet_tf.interop.imagenet import RESNET50_FILENAME, resolve_backbone_weights
 from mpanet_tf.interop.torch_state import load_state_dict
-from mpanet_tf.interop.torch_writer import save_state_dict
+from tests.interop.torch_writer import save_state_dict
 
 BLOCKS = (1, 1, 1, 1)
 

@@ -24,9 +24,9 @@ from mpanet_tf.cli.main import cli
 from mpanet_tf.config import MPANetConfig
 from mpanet_tf.errors import CheckpointError
 from mpanet_tf.interop.import_mpanet import import_mpanet_checkpoint, read_authors_state
-from mpanet_tf.interop.torch_writer import save_state_dict
 from mpanet_tf.model import load_model
 from tests.interop.test_parity_numpy import authors_state_dict
+from tests.interop.torch_writer import save_state_dict
 
 NUM_CLASSES = 5
 SIZE = "64x32"

@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from mpanet_tf.cli.main import cli
-from mpanet_tf.interop.torch_writer import save_state_dict
 from mpanet_tf.model import load_model
 from tests import numpy_reference as ref
+from tests.interop.torch_writer import save_state_dict
 
 BLOCKS = (3, 4, 6, 3)
 PLANES = (64, 128, 256, 512)

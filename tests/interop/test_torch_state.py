@@ -23,7 +23,6 @@ import pytest
 
 from mpanet_tf.errors import CheckpointError
 from mpanet_tf.interop.torch_state import load_object, load_state_dict
-from mpanet_tf.interop.torch_writer import save_state_dict
 from tests.interop.torch_fakes import (
     MAGIC,
     assert_same_arrays,
@@ -32,6 +31,7 @@ from tests.interop.torch_fakes import (
     write_legacy,
     write_torch03_tar,
 )
+from tests.interop.torch_writer import save_state_dict
 
 
 @pytest.mark.parametrize("legacy", [False, True])

@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from mpanet_tf.interop.torch_writer import save_state_dict
 from tests.interop.torch_fakes import MAGIC, fake_torch_pickle, split_legacy, views_example
+from tests.interop.torch_writer import save_state_dict
 
 
 @pytest.mark.parametrize("legacy", [False, True])

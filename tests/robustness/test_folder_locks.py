@@ -1,6 +1,6 @@
 """Two processes, one folder; leftovers of killed processes (issue 14 classes 4 and 6).
 
-A second process holds the lock of a folder (:func:`mpanet_tf.run_folder.folder_lock`) while
+A second process holds the lock of a folder (:func:`mpanet_tf.io.locks.folder_lock`) while
 ``train``, ``train --resume``, ``import-torch --force``, ``export`` and ``prepare`` try to write it:
 each stops with exit 2 and one line naming the holder's pid, nothing written. A holder killed with
 ``kill -9`` leaves its lock file, which the next run takes over. Staging folders of dead processes
@@ -20,16 +20,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mpanet_tf import run_folder
 from mpanet_tf.cli.main import cli
+from mpanet_tf.io import locks
+from mpanet_tf.io.staging import STALE_SECONDS, _host, is_stale_staging, replace_folder, staging_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # Takes the lock of argv[1], says so, and sleeps until killed.
 HOLDER = r"""
 import sys, time
-from mpanet_tf import run_folder
-with run_folder.folder_lock(sys.argv[1], "test folder"):
+from mpanet_tf.io import locks
+with locks.folder_lock(sys.argv[1], "test folder"):
     print("locked", flush=True)
     time.sleep(600)
 """
@@ -63,13 +64,13 @@ def one_line(result) -> str:
 def test_a_second_process_is_refused_with_the_holders_name(tmp_path, holder):
     folder = tmp_path / "run"
     process = holder(folder)
-    with pytest.raises(run_folder.FolderInUseError) as caught:
-        with run_folder.folder_lock(folder, "train folder"):
+    with pytest.raises(locks.FolderInUseError) as caught:
+        with locks.folder_lock(folder, "train folder"):
             pass
     message = str(caught.value)
     assert f"pid {process.pid} " in message and str(folder) in message and "\n" not in message
     assert os.uname().nodename in message and "started" in message and "-c" in message
-    assert sorted(p.name for p in folder.iterdir()) == [run_folder.LOCK_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == [locks.LOCK_FILE]
 
 
 def test_a_killed_holder_leaves_a_lock_the_next_run_takes_over(tmp_path, holder):
@@ -77,22 +78,22 @@ def test_a_killed_holder_leaves_a_lock_the_next_run_takes_over(tmp_path, holder)
     process = holder(folder)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert (folder / run_folder.LOCK_FILE).is_file()  # left behind by kill -9
-    with run_folder.folder_lock(folder, "train folder"):
-        record = (folder / run_folder.LOCK_FILE).read_text()
+    assert (folder / locks.LOCK_FILE).is_file()  # left behind by kill -9
+    with locks.folder_lock(folder, "train folder"):
+        record = (folder / locks.LOCK_FILE).read_text()
         assert f'"pid": {os.getpid()}' in record
     # released: the lock file is removed, and the folder it created too when nothing else is in it
-    assert not (folder / run_folder.LOCK_FILE).exists()
+    assert not (folder / locks.LOCK_FILE).exists()
 
 
 def test_the_lock_creates_and_removes_only_what_it_needs(tmp_path):
     target = tmp_path / "a" / "b"
-    with run_folder.folder_lock(target):
-        assert (target / run_folder.LOCK_FILE).is_file()
+    with locks.folder_lock(target):
+        assert (target / locks.LOCK_FILE).is_file()
     assert list(tmp_path.iterdir()) == []
     target.mkdir(parents=True)
     (target / "kept.txt").write_text("x")
-    with run_folder.folder_lock(target):
+    with locks.folder_lock(target):
         pass
     assert sorted(p.name for p in target.iterdir()) == ["kept.txt"]
 
@@ -106,7 +107,7 @@ def test_train_is_refused_while_another_process_holds_the_run_folder(tmp_path, h
     result = CliRunner().invoke(cli, args + (["--resume"] if resume else []))
     line = one_line(result)
     assert f"pid {process.pid} " in line and str(output) in line
-    assert sorted(p.name for p in output.iterdir()) == [run_folder.LOCK_FILE]
+    assert sorted(p.name for p in output.iterdir()) == [locks.LOCK_FILE]
 
 
 def test_the_empty_folder_check_ignores_a_stale_lock_file(tmp_path):
@@ -114,11 +115,11 @@ def test_the_empty_folder_check_ignores_a_stale_lock_file(tmp_path):
 
     output = tmp_path / "run"
     output.mkdir()
-    (output / run_folder.LOCK_FILE).write_text('{"pid": 1}')  # left by a killed run
+    (output / locks.LOCK_FILE).write_text('{"pid": 1}')  # left by a killed run
     assert setup.check_output(output, resume=False, force=False) is None
     (output / "config.json").write_text("{}")
     setup.clear_run_folder(output)  # --force keeps the lock file (this run may hold it)
-    assert sorted(p.name for p in output.iterdir()) == [run_folder.LOCK_FILE]
+    assert sorted(p.name for p in output.iterdir()) == [locks.LOCK_FILE]
 
 
 def test_import_torch_force_export_and_prepare_are_refused(tmp_path, holder):
@@ -131,7 +132,7 @@ def test_import_torch_force_export_and_prepare_are_refused(tmp_path, holder):
     line = one_line(CliRunner().invoke(cli, ["import-torch", str(checkpoint), "--output",
                                              str(output), "--force"]))
     assert f"pid {process.pid} " in line and str(output) in line
-    assert sorted(p.name for p in output.iterdir()) == [run_folder.LOCK_FILE, "config.json"]
+    assert sorted(p.name for p in output.iterdir()) == [locks.LOCK_FILE, "config.json"]
 
     base = tmp_path / "saved_models" / "m"
     process = holder(base)
@@ -145,7 +146,7 @@ def test_import_torch_force_export_and_prepare_are_refused(tmp_path, holder):
     cache = tmp_path / "cache"
     process = holder(cache)
     records = [ImageRecord(str(checkpoint), "a.jpg", 1, 1, False, 0)]  # never read
-    with pytest.raises(run_folder.FolderInUseError, match=f"pid {process.pid} "):
+    with pytest.raises(locks.FolderInUseError, match=f"pid {process.pid} "):
         prepare_cache(records, (8, 4), cache, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["authors.pth", "cache", "imported",
                                                           "saved_models"]
@@ -159,7 +160,7 @@ def dead_pid() -> int:
 
 
 def staging_name(target: Path, pid: int, kind: str = "staging") -> Path:
-    return target.with_name(f".{target.name}.{kind}-{run_folder._host()}-{pid}-abcd1234")
+    return target.with_name(f".{target.name}.{kind}-{_host()}-{pid}-abcd1234")
 
 
 def test_stale_staging_of_a_dead_process_is_removed_and_a_live_one_kept(tmp_path):
@@ -171,9 +172,9 @@ def test_stale_staging_of_a_dead_process_is_removed_and_a_live_one_kept(tmp_path
     for folder in (dead, dead_old, live, other):
         folder.mkdir()
         (folder / "big.bin").write_bytes(b"x" * 1000)
-    with run_folder.staging_folder(target) as staging:
+    with staging_folder(target) as staging:
         (staging / "file").write_text("new")
-        run_folder.replace_folder(staging, target)
+        replace_folder(staging, target)
     assert not dead.exists() and not dead_old.exists()
     assert live.is_dir() and other.is_dir()
     assert (target / "file").read_text() == "new"
@@ -183,8 +184,8 @@ def test_stale_staging_of_a_dead_process_is_removed_and_a_live_one_kept(tmp_path
 def test_staging_of_another_host_is_stale_only_when_old(tmp_path):
     recent = tmp_path / ".out.staging-otherhost-1-abcd1234"
     recent.mkdir()
-    assert not run_folder.is_stale_staging(recent)
-    assert run_folder.is_stale_staging(recent, now=time.time() + run_folder.STALE_SECONDS + 60)
+    assert not is_stale_staging(recent)
+    assert is_stale_staging(recent, now=time.time() + STALE_SECONDS + 60)
 
 
 def test_a_failed_write_leaves_nothing_and_keeps_the_old_target(tmp_path):
@@ -192,7 +193,7 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_target(tmp_path):
     target.mkdir()
     (target / "old").write_text("old")
     with pytest.raises(OSError, match="disk full"):
-        with run_folder.staging_folder(target) as staging:
+        with staging_folder(target) as staging:
             (staging / "half").write_text("half")
             raise OSError("disk full")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -204,7 +205,6 @@ def test_the_next_import_removes_a_killed_imports_staging(tmp_path, monkeypatch)
     (here made to fail while saving the model: nothing of it stays either)."""
     import types
 
-    import mpanet_tf.model
     from mpanet_tf.interop import import_mpanet
 
     class Unsaveable:
@@ -220,7 +220,7 @@ def test_the_next_import_removes_a_killed_imports_staging(tmp_path, monkeypatch)
     live.mkdir()
     monkeypatch.setattr(import_mpanet, "read_authors_state", lambda path: ({}, 3))
     monkeypatch.setattr(import_mpanet, "sha256_of", lambda path: "0" * 64)
-    monkeypatch.setattr(mpanet_tf.model, "build_model", lambda config, n: Unsaveable())
+    monkeypatch.setattr(import_mpanet, "build_model", lambda config, n: Unsaveable())
     monkeypatch.setattr(import_mpanet, "mpanet_torch_mapping", lambda model: {})
     monkeypatch.setattr(import_mpanet, "apply_state_dict", lambda *a, **k: types.SimpleNamespace(
         complete=True, loaded=[], ignored=[]))

@@ -31,8 +31,8 @@ from mpanet_tf.cli.main import cli
 from mpanet_tf.errors import CheckpointError
 from mpanet_tf.interop import torch_pickle
 from mpanet_tf.interop.torch_state import load_state_dict
-from mpanet_tf.interop.torch_writer import save_state_dict
 from tests.interop.torch_fakes import fake_torch_pickle
+from tests.interop.torch_writer import save_state_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADROOM = 3 << 29  # 1.5 GiB of address space above the baseline

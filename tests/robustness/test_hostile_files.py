@@ -63,7 +63,7 @@ def test_non_utf8_file_name_is_searched_and_printed(tiny_run, gallery):
 def test_non_utf8_file_name_in_extract_features(tiny_run, gallery):
     import numpy as np
 
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
     from mpanet_tf.eval.features import extract_features
 
     folder, paths = gallery

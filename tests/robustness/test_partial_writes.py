@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mpanet_tf import run_folder
+from mpanet_tf.io import atomic
 
 
 class DiskFull(OSError):
@@ -52,16 +53,16 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint_only(tmp_path, mo
 def test_failed_final_model_save_leaves_no_file(tmp_path, monkeypatch):
     model = tiny_model()
     final = tmp_path / "run" / run_folder.FINAL_MODEL
-    run_folder.atomic_save_model(model, final)
+    atomic.atomic_save_model(model, final)
     good = final.read_bytes()
     monkeypatch.setattr(model, "save", half_then_fail)
     with pytest.raises(DiskFull):
-        run_folder.atomic_save_model(model, final)
+        atomic.atomic_save_model(model, final)
     assert [p.name for p in final.parent.iterdir()] == [run_folder.FINAL_MODEL]
     assert final.read_bytes() == good  # the earlier file is untouched
     fresh = tmp_path / "fresh" / run_folder.FINAL_MODEL
     with pytest.raises(DiskFull):
-        run_folder.atomic_save_model(model, fresh)
+        atomic.atomic_save_model(model, fresh)
     assert list(fresh.parent.iterdir()) == []
 
 

@@ -78,7 +78,7 @@ def test_toy_runtime_is_exported(toy):
 
 def test_toy_runtime_loads_through_load_embedder(toy):
     from mpanet_tf.data.images import load_image
-    from mpanet_tf.eval.embedder import load_embedder
+    from mpanet_tf.runtimes.embedder import load_embedder
 
     embedder = load_embedder(toy["output"])
     assert embedder.kind == "toy" and embedder.source == toy["output"] / "toy" / "1" / "toy.keras"

@@ -39,7 +39,7 @@ class ToyRuntime(Runtime):
     def load(self, path: Path):
         import keras
 
-        from mpanet_tf.eval.embedder import Embedder
+        from mpanet_tf.runtimes.embedder import Embedder
 
         model = keras.saving.load_model(path, compile=False)
         return Embedder(model.embed, model.image_size, self.name, path)

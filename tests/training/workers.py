@@ -165,7 +165,8 @@ def cli(hook_json, *args):
     import keras
 
     from mpanet_tf.cli.main import main
-    from mpanet_tf.training import checkpoints, trainer
+    from mpanet_tf.io import atomic
+    from mpanet_tf.training import trainer
 
     hook = json.loads(hook_json)
     if "signal" in hook:
@@ -187,7 +188,7 @@ def cli(hook_json, *args):
 
         trainer.train = train_with_hook
     if "kill_during_save" in hook:
-        original_fsync = checkpoints._fsync_file
+        original_fsync = atomic.fsync_file
 
         def crash(path):
             if f"ckpt-{hook['kill_during_save']:09d}" in str(path):
@@ -197,7 +198,7 @@ def cli(hook_json, *args):
                 os.kill(os.getpid(), signal.SIGKILL)
             return original_fsync(path)
 
-        checkpoints._fsync_file = crash
+        atomic.fsync_file = crash
     return main(list(args))
 
 

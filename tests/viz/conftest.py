@@ -14,22 +14,28 @@ IMAGE_SIZE = (64, 32)
 
 
 @pytest.fixture(scope="session")
-def tiny_model():
+def tiny_config():
     from mpanet_tf.config import MPANetConfig
-    from mpanet_tf.model import build_model
 
     config = MPANetConfig()
     config.model.image_height, config.model.image_width = IMAGE_SIZE
     config.model.backbone_weights = "none"
-    return build_model(config, num_classes=4)
+    return config
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tiny_model, tmp_path_factory):
+def tiny_model(tiny_config):
+    from mpanet_tf.model import build_model
+
+    return build_model(tiny_config, num_classes=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model, tiny_config, tmp_path_factory):
     """A run folder: config.json, run.json, model.keras (no history.json)."""
     run = tmp_path_factory.mktemp("runs") / "tiny"
     run.mkdir()
-    (run / "config.json").write_text(tiny_model.config.to_json(), encoding="utf-8")
+    (run / "config.json").write_text(tiny_config.to_json(), encoding="utf-8")
     (run / "run.json").write_text(json.dumps({"num_classes": 4}), encoding="utf-8")
     tiny_model.save(run / "model.keras")
     return run

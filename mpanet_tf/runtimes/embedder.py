@@ -1,7 +1,8 @@
 """Any model artifact of the project behind one embedding callable (evaluation, search, pictures).
 
+The base of the runtimes package: every runtime's ``load`` returns an :class:`Embedder`.
 :func:`load_embedder` opens an in-memory :class:`~mpanet_tf.model.MPANet` (``model.embed``) or a
-path through the runtime registry (:mod:`mpanet_tf.runtimes`): a run folder or ``.keras`` file
+path through the runtime registry (:mod:`mpanet_tf.runtimes.registry`): a run folder or ``.keras`` file
 (the BN-folded inference graph), an exported SavedModel (its ``serve_encoded`` signature on the
 encoded files: the embedder ``wants_bytes``), an ONNX file or its export folder, an int8 export.
 Every embedder but the SavedModel's takes images resized by the evaluation path (facts §1.5: the
@@ -16,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-
+from mpanet_tf.runtimes.registry import find_runtime
 
 @dataclass
 class Embedder:
@@ -51,7 +52,7 @@ def load_embedder(model) -> Embedder:
     """Open an MPANet instance or any artifact a registered runtime recognises (run folder,
     ``.keras`` file, SavedModel folder, ``.onnx`` file, int8 export, ...).
 
-    A path is opened by the first runtime of :func:`mpanet_tf.runtimes.runtimes` whose ``find``
+    A path is opened by the first runtime of :func:`mpanet_tf.runtimes.registry.runtimes` whose ``find``
     recognises it, else by the Keras run-folder runtime, whose loading names what is missing.
 
     Raises:
@@ -61,7 +62,5 @@ def load_embedder(model) -> Embedder:
         return model
     if hasattr(model, "embed") and hasattr(model, "image_size"):
         return Embedder(model.embed, tuple(model.image_size), "keras", None)
-    from mpanet_tf.runtimes import find_runtime
-
     runtime, artifact = find_runtime(Path(model))
     return runtime.load(artifact)

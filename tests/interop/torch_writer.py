@@ -1,6 +1,6 @@
 """Write PyTorch ``.pth`` state dicts that ``torch.load`` reads, without torch (facts §9, dec. 2).
 
-Used to export weights back to PyTorch and to build test checkpoints. The layout is what
+The tests build their PyTorch checkpoints with it (the package only reads them). The layout is what
 ``torch.save`` writes:
 
 * zip (default; the layout of torch 1.13 to 2.0, which every torch >= 1.6 reads): records

@@ -7,13 +7,19 @@ overwritten; MAM, PAM, the BN neck and the classifiers keep their own initialisa
 the torchvision key names (:func:`mpanet_tf.interop.convert.resnet_torch_mapping`), keys without
 the ``backbone.`` prefix.
 
-Resolution (finding or downloading the file) and loading are separate, so that the trainer can
-resolve first and fail before it writes anything to the run folder.
+Resolution (finding or downloading the file, :func:`resolve_backbone`) and loading
+(:func:`initialize_backbone`) are separate, so that the trainer can resolve first and fail before
+it writes anything to the run folder. The trainer (:mod:`mpanet_tf.training`) imports this module;
+it imports nothing above :mod:`mpanet_tf.interop`'s readers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from mpanet_tf.interop.convert import apply_state_dict, resnet_torch_mapping
+from mpanet_tf.interop.imagenet import resolve_backbone_weights
+from mpanet_tf.interop.torch_state import load_state_dict
 
 
 def resolve_backbone(spec: str, *, progress: bool = True) -> tuple[Path | None, str | None]:
@@ -23,8 +29,6 @@ def resolve_backbone(spec: str, *, progress: bool = True) -> tuple[Path | None, 
         WeightsUnavailableError: ImageNet weights neither cached nor downloadable (one line).
         CheckpointError: ``spec`` is a path that does not exist.
     """
-    from mpanet_tf.interop.imagenet import resolve_backbone_weights
-
     return resolve_backbone_weights(str(spec), progress=progress)
 
 
@@ -32,7 +36,8 @@ def initialize_backbone(model, spec: str, *, resolved=None, progress: bool = Tru
     """Load torchvision-layout ResNet-50 weights into ``model.backbone``.
 
     Args:
-        model: an :class:`~mpanet_tf.model.MPANet` (its ``backbone.get_layer`` names layers
+        model: an :class:`~mpanet_tf.model.MPANet` (its ``backbone``, an
+            :class:`~mpanet_tf.backbone.MPANetBackbone`, names layers
             ``conv1``, ``bn1``, ``layer{s}_{i}_conv{k}``, ``layer{s}_{i}_bn{k}``,
             ``layer{s}_0_downsample_{0,1}``).
         spec: ``"imagenet"``, ``"none"`` or the path of a ``.pth`` state dict with torchvision's
@@ -48,9 +53,6 @@ def initialize_backbone(model, spec: str, *, resolved=None, progress: bool = Tru
         CheckpointError: the file does not match the ResNet-50 (missing, unexpected or misshapen
             keys; one line listing the first few).
     """
-    from mpanet_tf.interop.convert import apply_state_dict, resnet_torch_mapping
-    from mpanet_tf.interop.torch_state import load_state_dict
-
     path, digest = resolved if resolved is not None else resolve_backbone(spec, progress=progress)
     info = {"spec": str(spec), "path": None if path is None else str(path), "sha256": digest,
             "loaded": 0, "ignored": []}
