@@ -177,15 +177,18 @@ def main(argv=None) -> int:
         rows, sizes, export_seconds = ([], {}, 0.0) if args.skip_speed else speed(args, args.data_root, scratch)
         results, cosine = accuracy(args, args.data_root, scratch)
 
-    cpu = _shell("lscpu | grep 'Model name'").split(":", 1)[-1].strip()
-    int8_flags = " ".join(sorted(set(_shell("grep -o -w -E 'avx512[a-z_]*|avx_vnni|avx2' /proc/cpuinfo").split())))
+    from machine import cpu_model, int8_dot_product
+
+    cpu = cpu_model()
+    int8_flags = " ".join(sorted(set(_shell("grep -o -w -E 'avx512[a-z_0-9]*|avx_vnni|amx[a-z_0-9]*|avx2' "
+                                            "/proc/cpuinfo").split())))
     lines = [
         "# int8 embedding model vs float32 runtimes (CPU)",
         "",
         f"Command: `python benchmarks/int8_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         f"Versions: TensorFlow {tf.__version__}, ONNX Runtime {onnxruntime.__version__}, Python "
-        f"{platform.python_version()}. CPU: {cpu}, {_shell('nproc')} cores; SIMD flags: {int8_flags or 'none'} "
-        "(no AVX-512 VNNI / AVX-VNNI means no single-instruction int8 dot product).",
+        f"{platform.python_version()}. CPU: {cpu}, {_shell('nproc')} cores; SIMD flags: {int8_flags or 'none'}; "
+        f"single-instruction int8 dot product: {int8_dot_product()}.",
         f"Load average at the start: {load_at_start}; at the end: {_shell('cat /proc/loadavg')}.",
         "",
     ]

@@ -2,27 +2,35 @@
 
 Writes synthetic JPEGs (default 2,000 of 288x144, 100 identities x 10 IR + 10 VIS) to a temporary
 folder, builds the sampler and ``build_train_dataset`` at 384x128 with the full augmentation
-(SYSU batch layout 16 x 8), and times whole epochs after one warm-up batch. Prints a table.
+(SYSU batch layout 16 x 8), and times whole epochs after one warm-up batch.
 
-Three image loaders are timed back to back in one run (so machine load affects them alike):
+Three image loaders, each timed in a fresh process, one after the other, A B C A B C
+(``--rounds``), never two at once:
 
-- ``pil-exact``: the project's loader (:mod:`mpanet_tf.data.images`, PIL's pixels bit for bit,
-  in-graph);
+- ``pil-exact``: the project's loader (:mod:`mpanet_tf.data.images` + :mod:`mpanet_tf.data.resample`,
+  PIL's pixels bit for bit, in-graph);
 - ``legacy``: the loader before issue 13 (TensorFlow's fast-IDCT ``decode_image`` and antialiased
-  ``tf.image.resize``, rounded), kept here only as a baseline;
+  ``tf.image.resize``, rounded; not PIL's pixels), kept here only as a baseline;
 - ``pil-numpy-function``: PIL itself called through ``tf.numpy_function`` (the alternative to the
   in-graph resize for training; the SavedModel cannot use it).
 
-    python benchmarks/pipeline_throughput.py [--images 2000] [--size 384x128] [--epochs 2]
+Each run reports images/s and images per CPU-second of its own process (all threads: the figure
+that load from other processes moves least). ``prepare_cache`` (decode + resize + write) and the
+cache read path are timed once per loader / once.
 
-Results go to benchmarks/RESULTS.md with the machine named (``nproc``, ``lscpu``).
+    python benchmarks/pipeline_throughput.py [--images 2000] [--size 384x128] [--epochs 2] [--rounds 2]
+
+Results go to benchmarks/RESULTS.md with the machine named (printed first and last).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,16 +65,18 @@ def write_jpegs(root: Path, images: int, shape=(288, 144)):
 
 
 def time_epochs(build, epochs):
-    """(images, seconds) over ``epochs`` full epochs, excluding the first batch of each (warm-up)."""
-    total_images, total_seconds = 0, 0.0
+    """(images, wall seconds, CPU seconds of this process) over ``epochs`` full epochs, excluding
+    the first batch of each (warm-up)."""
+    total_images, total_seconds, total_cpu = 0, 0.0, 0.0
     for epoch in range(epochs):
         iterator = iter(build(epoch))
         next(iterator)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for images, _, _ in iterator:
             total_images += int(images.shape[0])
         total_seconds += time.perf_counter() - start
-    return total_images, total_seconds
+        total_cpu += time.process_time() - cpu
+    return total_images, total_seconds, total_cpu
 
 
 def legacy_decode(data):
@@ -121,53 +131,101 @@ def loader(name):
          pipeline.resize_image_tensor, pipeline._file_loader) = saved
 
 
+LOADERS = ("pil-exact", "legacy", "pil-numpy-function")
+
+
+def setup(size_text):
+    from mpanet_tf.config import MPANetConfig, parse_image_size
+
+    size = parse_image_size(size_text)
+    config = MPANetConfig.preset("sysu")
+    config.model.image_height, config.model.image_width = size
+    return size, config
+
+
+def worker(args):
+    """One loader in this (fresh) process; prints one JSON line of rows [name, images, wall, cpu]."""
+    from mpanet_tf.data.cache import open_cache, prepare_cache
+    from mpanet_tf.data.pipeline import build_train_dataset
+    from mpanet_tf.data.records import ImageRecord
+    from mpanet_tf.data.sampler import IdentityPairSampler
+
+    size, config = setup(args.size)
+    root = Path(args.data)
+    records = [ImageRecord(*fields) for fields in json.loads((root / "records.json").read_text())]
+    sampler = IdentityPairSampler.from_records(records, config.data.batch_ids, config.data.images_per_id)
+    rows = []
+    with loader(args.worker):
+        images, seconds, cpu = time_epochs(lambda e: build_train_dataset(records, sampler, e, config), args.epochs)
+        rows.append((f"decode (JPEG), {args.worker}", images, seconds, cpu))
+        if args.cache_rows and args.worker != "pil-numpy-function":
+            with tempfile.TemporaryDirectory(prefix="mpanet_cache_") as folder:
+                start, cpu = time.perf_counter(), time.process_time()
+                prepare_cache(records, size, Path(folder) / "cache", progress=False)
+                rows.append((f"prepare_cache (decode+resize+write, one-off), {args.worker}", len(records),
+                             time.perf_counter() - start, time.process_time() - cpu))
+                if args.worker == "pil-exact":
+                    cache = open_cache(Path(folder) / "cache", records, size)
+                    images, seconds, cpu = time_epochs(
+                        lambda e: build_train_dataset(records, sampler, e, config, cache=cache), args.epochs)
+                    rows.append(("cache (memmap uint8 rows; same for every loader)", images, seconds, cpu))
+    print(json.dumps(rows))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000, help="synthetic JPEGs to write")
     parser.add_argument("--size", default="384x128", help="network input HxW")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per path")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per run")
+    parser.add_argument("--rounds", type=int, default=2, help="A B C rounds, each loader in a fresh process")
+    parser.add_argument("--loaders", default=",".join(LOADERS), help=f"comma-separated subset of {LOADERS}")
+    parser.add_argument("--worker", choices=LOADERS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-rows", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    from machine import alternate, describe
 
     import tensorflow as tf
 
-    from mpanet_tf.config import MPANetConfig, parse_image_size
-    from mpanet_tf.data.cache import open_cache, prepare_cache
-    from mpanet_tf.data.pipeline import build_train_dataset
-    from mpanet_tf.data.sampler import IdentityPairSampler
-
-    size = parse_image_size(args.size)
-    config = MPANetConfig.preset("sysu")
-    config.model.image_height, config.model.image_width = size
-    rows = []
+    size, config = setup(args.size)
+    print(describe(), flush=True)
     with tempfile.TemporaryDirectory(prefix="mpanet_bench_") as folder:
         root = Path(folder)
-        records = write_jpegs(root / "data", args.images)
+        records = write_jpegs(root, args.images)
+        (root / "records.json").write_text(json.dumps([dataclasses.astuple(r) for r in records]))
         mean_kb = np.mean([os.path.getsize(r.path) for r in records]) / 1024
-        sampler = IdentityPairSampler.from_records(records, config.data.batch_ids, config.data.images_per_id)
-
-        for variant in ("pil-exact", "legacy", "pil-numpy-function"):
-            with loader(variant):
-                images, seconds = time_epochs(
-                    lambda e: build_train_dataset(records, sampler, e, config), args.epochs)
-                rows.append((f"decode (JPEG), {variant}", images, seconds))
-                if variant == "pil-numpy-function":
-                    continue
-                start = time.perf_counter()
-                prepare_cache(records, size, root / f"cache-{variant}", progress=False)
-                rows.append((f"prepare_cache (decode+resize+write, one-off), {variant}", args.images,
-                             time.perf_counter() - start))
-        cache = open_cache(root / "cache-pil-exact", records, size)
-        images, seconds = time_epochs(
-            lambda e: build_train_dataset(records, sampler, e, config, cache=cache), args.epochs)
-        rows.append(("cache (memmap uint8 rows; same for every loader)", images, seconds))
+        loaders = args.loaders.split(",")
+        common = [sys.executable, __file__, "--data", folder, "--size", args.size, "--epochs", str(args.epochs)]
+        runs = alternate({name: [*common, "--worker", name] for name in loaders}, args.rounds,
+                         report=lambda line: print(line, flush=True))
+        extra = alternate({name: [*common, "--worker", name, "--cache-rows"] for name in loaders
+                           if name != "pil-numpy-function"}, 1, report=lambda line: print(line, flush=True))
 
     print(f"TF {tf.__version__}, {os.cpu_count()} CPUs, {args.images} JPEGs of 288x144 "
           f"(mean {mean_kb:.1f} KB) -> {size[0]}x{size[1]}, batch "
-          f"{config.data.batch_ids}x{config.data.images_per_id}, full augmentation")
-    print(f"| path | images timed | seconds | images/s |\n|---|---|---|---|")
-    for name, images, seconds in rows:
-        print(f"| {name} | {images} | {seconds:.2f} | {images / seconds:.0f} |")
+          f"{config.data.batch_ids}x{config.data.images_per_id}, full augmentation; "
+          f"{args.rounds} rounds, each loader in a fresh process")
+    print("| path | images timed | seconds | images/s | images/CPU-s |\n|---|---|---|---|---|")
+    totals = {}
+    for name in loaders:
+        images = sum(rows[0][1] for rows in runs[name])
+        seconds = sum(rows[0][2] for rows in runs[name])
+        cpu = sum(rows[0][3] for rows in runs[name])
+        totals[name] = (images / seconds, images / cpu)
+        print(f"| decode (JPEG), {name}, {args.rounds} runs | {images} | {seconds:.2f} | {images / seconds:.0f} "
+              f"| {images / cpu:.0f} |")
+    for rows in extra.values():
+        for name, images, seconds, cpu in rows[0][1:]:
+            print(f"| {name} | {images} | {seconds:.2f} | {images / seconds:.0f} | {images / cpu:.0f} |")
+    if "pil-exact" in totals and "legacy" in totals:
+        wall = totals["legacy"][0] / totals["pil-exact"][0]
+        cpu = totals["legacy"][1] / totals["pil-exact"][1]
+        print(f"legacy / pil-exact decode path: {wall:.2f}x images/s, {cpu:.2f}x images/CPU-s")
+    print(describe())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,7 +2,7 @@
 
 Not part of mpanet_tf (the project never imports torch). Run it from a throwaway venv:
 
-    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy
+    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0+cpu numpy
     /tmp/torchvenv/bin/python benchmarks/torch_mpanet.py [--batch 16] [--steps 3] [--profile]
 
 Written from docs/mpanet-facts.md (§1-§3.1), in the authors' form (NCHW float32, ``nn.Module``s,
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import torch
@@ -173,10 +172,6 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true", help="per-phase and per-op-type breakdown")
-    parser.add_argument("--serve", action="store_true",
-                        help="after the warm-up, read step counts from stdin, one per line; time that many "
-                             "steps and print a JSON line each (how train_throughput.py --compare-torch "
-                             "interleaves the two implementations); an empty line or EOF ends")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,25 +194,12 @@ def main():
         if timed_phases:
             for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
                 phases[name] += dt
-        return float(loss.detach())
+        return float(loss.detach())  # the loss in hand: the step has finished
 
     start = time.perf_counter()
     for _ in range(args.warmup):
         step()
     warmup = time.perf_counter() - start
-    if args.serve:
-        print(json.dumps({"ready": True, "warmup_s": round(warmup, 2), "torch": torch.__version__,
-                          "threads": torch.get_num_threads()}), flush=True)
-        for line in iter(sys.stdin.readline, ""):
-            if not line.strip():
-                break
-            steps = int(line)
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                step()
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            print(json.dumps({"steps": steps, "wall_s": wall, "cpu_s": cpu}), flush=True)
-        return
     times = []
     cpu = time.process_time()
     for _ in range(args.steps):
@@ -226,7 +208,7 @@ def main():
         times.append(time.perf_counter() - t)
     cpu = time.process_time() - cpu
     result = {"impl": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "batch": args.batch, "step_s": [round(t, 3) for t in times], "warmup_s": round(warmup, 2),
+              "batch": args.batch, "cpu_s": cpu, "step_s": [round(t, 3) for t in times], "warmup_s": round(warmup, 2),
               "images_per_s": args.batch * len(times) / sum(times),
               "images_per_cpu_s": args.batch * len(times) / cpu,
               "phase_s": {k: round(v / args.steps, 3) for k, v in phases.items()}}

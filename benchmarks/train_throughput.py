@@ -19,7 +19,8 @@ without XLA (``bf16+jit``; ``jit`` alone is float32 + XLA), plus the model-FLOP 
 tensor-core bf16/fp16 otherwise; ``--peak-tflops`` for unlisted GPUs) and the projected time of
 the authors' 140-epoch SYSU schedule (140 x ~165 batches of 128 images) at the measured rate.
 CPUs have no fast float16 kernels, so fp16 is a GPU row. ``--compare-torch`` runs only the float32
-train step against the authors' PyTorch step, interleaved (see ``benchmarks/compare_torch.py``).
+train step against the authors' PyTorch step, each side alone in fresh processes, A B A B (see
+``benchmarks/compare_torch.py``; ``--steps`` defaults to 8 there).
 Results and the machine go to benchmarks/RESULTS.md.
 """
 
@@ -197,7 +198,7 @@ def main(argv=None):
     parser.add_argument("--embed-repeats", type=int, default=5, help="timed inference batches (default 5)")
     parser.add_argument("--compare-torch", action="store_true",
                         help="only the float32 train step against the authors' PyTorch step (torch_mpanet.py), "
-                             "interleaved, and their ratio")
+                             "each side alone in fresh processes, A B A B, and their ratio")
     parser.add_argument("--torch-python", default="/tmp/torchvenv/bin/python",
                         help="python of a venv with torch for --compare-torch (default /tmp/torchvenv/bin/python)")
     parser.add_argument("--rounds", type=int, default=2, help="--compare-torch: A B rounds (default 2)")
@@ -213,9 +214,9 @@ def main(argv=None):
 
         if not os.path.exists(args.torch_python):
             sys.exit(f"--torch-python {args.torch_python} does not exist; create it with: python3 -m venv "
-                     "/tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy")
+                     "/tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0+cpu numpy")
         compare(args.torch_python, int((args.batches or "16").split(",")[0]), size,
-                steps=args.steps if args.steps != 5 else 3, rounds=args.rounds)
+                steps=args.steps if args.steps != 5 else 8, rounds=args.rounds)
         return
     gpu = bool(tf.config.list_physical_devices("GPU"))
     batches = [int(b) for b in (args.batches or ("64,128" if gpu else "8,16")).split(",")]
