@@ -1,6 +1,6 @@
-"""Speed of the official SYSU-MM01 protocol once features exist (facts §5.1).
+"""Speed of the official SYSU-MM01 protocol once features exist (design.md §5.1).
 
-Synthetic features of the real sizes: 3,803 infrared queries, 14,336-d (7 x 2048, facts §1.3),
+Synthetic features of the real sizes: 3,803 infrared queries, 14,336-d (7 x 2048, design.md §1.3),
 a visible gallery pool of 96 ids x 4 cameras x ~20 images, and a random ``rand_perm_cam``. Times
 ``mpanet_tf.eval.sysu_protocol.evaluate_sysu`` (all-search, single-shot, 10 trials) against a
 plain per-query implementation kept here as the baseline, written the way the authors'

@@ -5,7 +5,7 @@ Not part of mpanet_tf (the project never imports torch). Run it from a throwaway
     python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0+cpu numpy
     /tmp/torchvenv/bin/python benchmarks/torch_mpanet.py [--batch 16] [--steps 3] [--profile]
 
-Written from docs/mpanet-facts.md (§1-§3.1), in the authors' form (NCHW float32, ``nn.Module``s,
+Written from docs/design.md (§1-§3.1), in the authors' form (NCHW float32, ``nn.Module``s,
 ``torch.optim.Adam(weight_decay=5e-4)``, i.e. coupled L2): torchvision-layout ResNet-50 with last
 stride 1 (BatchNorm2d, eps 1e-5, momentum 0.1), a MAM after layer3 and after layer4, PAM (6 maps,
 plain mean pooling, [parts, global] = 14336-d), BatchNorm1d neck with its bias frozen, the shared
@@ -52,7 +52,7 @@ class Bottleneck(nn.Module):
 
 
 class MAM(nn.Module):
-    """m = sigmoid(W2 relu(W1 GAP(x))); out = m x + (1 - m) IN(x) (facts §1.2)."""
+    """m = sigmoid(W2 relu(W1 GAP(x))); out = m x + (1 - m) IN(x) (design.md §1.2)."""
 
     def __init__(self, channels, reduction=16):
         super().__init__()
@@ -146,7 +146,7 @@ class MPANet(nn.Module):
 
 
 def center_cluster_loss(features, labels, k_size, margin):
-    """Pull to the batch centre of the identity + push between centres (facts §2.3)."""
+    """Pull to the batch centre of the identity + push between centres (design.md §2.3)."""
     same = (labels[:, None] == labels[None, :]).float()
     centers = same @ features / same.sum(dim=1, keepdim=True)
     pull = (features - centers).pow(2).sum(dim=1).sqrt().mean()

@@ -6,7 +6,7 @@ Not part of mpanet_tf (the project never imports torch). Needs a separate, throw
     /tmp/torchbench/bin/python benchmarks/torch_reference.py [--batch 32] [--train-batch 16]
 
 A torchvision-layout ResNet-50 (Bottleneck v1.5, stride on the 3x3 conv) with last stride 1 (the
-authors' backbone, facts §1.1), written here with torch.nn because torchvision is not installed,
+authors' backbone, design.md §1.1), written here with torch.nn because torchvision is not installed,
 at 384x128 NCHW float32: inference (``eval()``, ``inference_mode``) on ``--batch`` images and one
 SGD train step (forward, mean of the 2048-d pooled feature as a stand-in loss, backward, step) on
 ``--train-batch`` images. MAM, PAM and the heads are left out: they cost < 2% of the FLOPs. Prints

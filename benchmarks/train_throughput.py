@@ -131,7 +131,7 @@ def time_embed(batch_size, size, repeats, mode="fp32"):
 #: Dense tensor-core peaks (TFLOP/s) for model-FLOP utilisation: (bf16/fp16, TF32 = TensorFlow's
 #: default for float32 matmuls and convolutions on Ampere and later). Others: --peak-tflops.
 GPU_PEAK_TFLOPS = {"H200": (989.0, 494.5), "H100": (989.0, 494.5), "A100": (312.0, 156.0), "L4": (121.0, 60.0)}
-#: The authors' SYSU schedule: 140 epochs of ~150-180 batches of 128 (facts §3.6); 165 taken.
+#: The authors' SYSU schedule: 140 epochs of ~150-180 batches of 128 (design.md §3.6); 165 taken.
 SYSU_IMAGES_140_EPOCHS = 140 * 165 * 128
 
 

@@ -1,6 +1,6 @@
 """``mpanet-tf train``: train MPANet on SYSU-MM01 or RegDB into a run folder.
 
-The defaults are the authors' configuration (``MPANetConfig.preset(dataset)``, facts §3); every
+The defaults are the authors' configuration (``MPANetConfig.preset(dataset)``, design.md §3); every
 hyper-parameter has an option. Every option that sets config fields (its name, type, choices,
 parsing, help and stated default) is derived from the config dataclasses
 (:func:`mpanet_tf.config.cli_fields`), and ``--set section.field=value`` sets any field. The command only resolves the config and calls

@@ -1,7 +1,7 @@
 """One configuration tree with the paper's names and the authors' defaults.
 
 The defaults reproduce the authors' released configuration (configs/SYSU.yml and configs/RegDB.yml
-of DoubtedSteam/MPANet, see ``shared/docs/mpanet-facts.md``); presets ``"sysu"`` and ``"regdb"``
+of DoubtedSteam/MPANet, see ``docs/design.md``); presets ``"sysu"`` and ``"regdb"``
 differ only where those two files differ (image size, batch layout, LR milestones); each dataset's
 preset is declared with its reader (:mod:`mpanet_tf.data.registry`). Ablation
 switches of the paper's Tables 3 and 4 live in :data:`ABLATIONS`.
@@ -116,7 +116,7 @@ def _image_size_default() -> str:
 
 @dataclass
 class ModelConfig:
-    """Network shape (facts §1).
+    """Network shape (design.md §1).
 
     Attributes:
         num_parts: PAM pattern maps p (6).
@@ -154,7 +154,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights and the authors' quirks (facts §2), each quirk a named switch.
+    """Loss weights and the authors' quirks (design.md §2), each quirk a named switch.
 
     Attributes:
         weight_sep: weight of the separation loss L_sep (0.5).
@@ -194,7 +194,7 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    """Data and augmentation (facts §3.2-3.3).
+    """Data and augmentation (design.md §3.2-3.3).
 
     Attributes:
         dataset: a registered dataset (``"sysu"``, ``"regdb"``; :mod:`mpanet_tf.data.registry`).
@@ -237,7 +237,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and run control (facts §3.1, §3.4).
+    """Optimisation and run control (design.md §3.1, §3.4).
 
     Attributes:
         epochs: 140.

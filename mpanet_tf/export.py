@@ -17,7 +17,7 @@ TF Serving only loads the all-digit sub-folders of ``model_base_path``, so the `
 ``int8/`` folders, the hidden staging folders (``.<version>.staging-*``) next to the versions and
 the lock file ``.mpanet-lock`` (held while an export writes the folder) are ignored by the server.
 Every artifact returns ``embeddings`` float32 (N, D), D = 14336 with PAM: the BN-neck output in
-inference mode (:func:`mpanet_tf.inference.embedding_function`), not L2-normalised (facts §1.5).
+inference mode (:func:`mpanet_tf.inference.embedding_function`), not L2-normalised (design.md §1.5).
 The SavedModel's ``serving_default`` resizes with :func:`mpanet_tf.data.images.resize_image_tensor`
 (PIL's bilinear resize, bit for bit) and ``serve_encoded`` decodes with
 :func:`mpanet_tf.data.images.decode_image_tensor` first.

@@ -1,6 +1,6 @@
 """The one test-time embedding function, and the BatchNorm-folded inference graph it can run.
 
-**Embedding** (facts §1.5): images (B, H, W, 3) float32 RGB in [0, 255] at the model's input size
+**Embedding** (design.md §1.5): images (B, H, W, 3) float32 RGB in [0, 255] at the model's input size
 -> the BN-neck output in inference mode, (B, D) float32, D = 14336 with PAM; no flip-averaging, no
 L2 normalisation. :func:`embedding_function` is the only place that chooses the network that
 computes it (the model itself or its BN-folded graph) and wraps it in the model's
@@ -10,7 +10,7 @@ signatures and the ONNX conversion all call it (its :attr:`EmbeddingFunction.ten
 traced function, its :attr:`EmbeddingFunction.traced` ``tf.function``, or the numpy call).
 
 **Folding.** At test time a BatchNorm is a fixed per-channel affine map, so a conv followed by it
-is one conv with a bias (facts §1.1: every backbone conv is followed by a BN, eps 1e-5):
+is one conv with a bias (design.md §1.1: every backbone conv is followed by a BN, eps 1e-5):
 
     s = gamma / sqrt(moving_var + eps)                       (C_out,)
     W' = W * s   (per output channel)                        (k, k, C_in, C_out)

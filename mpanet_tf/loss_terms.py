@@ -1,4 +1,4 @@
-"""The names of MPANet's loss terms, declared once (facts §2).
+"""The names of MPANet's loss terms, declared once (design.md §2).
 
 They name the train step's metrics (:meth:`mpanet_tf.model.MPANet.loss_terms`), the inputs of
 :func:`mpanet_tf.losses.total_loss`, the progress bar, every ``history.json`` entry

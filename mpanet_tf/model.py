@@ -1,6 +1,6 @@
 """MPANet, the task model of the family: PAM, BN neck, classifiers, loss terms, train step.
 
-Architecture (facts §1): a :class:`~mpanet_tf.backbone.MPANetBackbone` (torchvision ResNet-50 with
+Architecture (design.md §1): a :class:`~mpanet_tf.backbone.MPANetBackbone` (torchvision ResNet-50 with
 last stride 1 and a MAM after layer3 and after layer4) -> PAM (6 pattern maps, [parts, global] =
 14336-d) -> BN neck (bias frozen at 0, i.e. no bias) -> bias-free classifiers: shared C,
 modality-specific C_v and C_r, and their EMA "mean" copies (non-trainable, updated inside the step,
@@ -17,7 +17,7 @@ held the whole training config) still loads (:meth:`MPANet.from_config`).
 Inputs everywhere are float32 RGB images in [0, 255], NHWC at the model's input size; ImageNet
 normalisation happens inside (:class:`~mpanet_tf.layers.image_normalization.ImageNormalization`).
 The test-time embedding is the BN-neck output in inference mode (B, 14336), with no flip-averaging
-and no L2 normalisation (facts §1.5).
+and no L2 normalisation (design.md §1.5).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class MPANet(keras.Model):
         if self.modality_classifiers:
             self.visible_classifier = self._head("visible_classifier", dim)
             self.infrared_classifier = self._head("infrared_classifier", dim)
-            # The mean (EMA) heads start as copies of the trainable ones (facts §1.4).
+            # The mean (EMA) heads start as copies of the trainable ones (design.md §1.4).
             self.visible_classifier_mean = self._mean_head("visible_classifier_mean", self.visible_classifier)
             self.infrared_classifier_mean = self._mean_head("infrared_classifier_mean", self.infrared_classifier)
         defaults = MPANetConfig()
@@ -233,7 +233,7 @@ class MPANet(keras.Model):
 
     # ------------------------------------------------------------------- losses
     def mean_classifier_targets(self):
-        """The EMA heads after one update from the current (pre-step) weights (facts §2.4):
+        """The EMA heads after one update from the current (pre-step) weights (design.md §2.4):
         W_mean <- (1 - r) W_mean + r W. Returns (visible, infrared) float32 (D, num_classes)."""
         rate = self.ema_rate
         visible = (1.0 - rate) * self.visible_classifier_mean + rate * ops.stop_gradient(
@@ -250,7 +250,7 @@ class MPANet(keras.Model):
         self.infrared_classifier_mean.assign(infrared)
 
     def loss_terms(self, images, labels, infrared, training=True, k_size=None):
-        """The loss terms exactly as the authors' ``train_forward`` computes them (facts §2).
+        """The loss terms exactly as the authors' ``train_forward`` computes them (design.md §2).
 
         No side effects: the KL uses the mean heads as updated from the current weights, as the
         authors' forward does, but the update itself is assigned by :meth:`train_step`.
@@ -313,7 +313,7 @@ class MPANet(keras.Model):
 
     def l2_penalty(self):
         """(wd / 2) * sum ||w||^2 over trainable weights: PyTorch Adam's coupled weight decay
-        (its gradient is wd * w, facts §3.1 and §8.9)."""
+        (its gradient is wd * w, design.md §3.1 and §8.9)."""
         decay = self.weight_decay
         if not decay:
             return ops.zeros((), "float32")
@@ -324,7 +324,7 @@ class MPANet(keras.Model):
         """One optimisation step on a batch ``(images, labels, infrared)``.
 
         Runs unchanged under tf.distribute: the loss (with the coupled L2 term) is divided by the
-        replica count because gradients are summed across replicas (keras3-traps.md), passed
+        replica count because gradients are summed across replicas (design.md §11), passed
         through ``optimizer.scale_loss`` for fp16 loss scaling, and no Python-side state is read.
         """
         images, labels, infrared = data[0], data[1], data[2]
@@ -337,7 +337,7 @@ class MPANet(keras.Model):
         gradients = tape.gradient(scaled, self.trainable_variables)
         if ema_targets is not None and cfg.ema_before_step:
             # The authors' order: the EMA from the pre-step weights (the targets the KL used),
-            # then the optimizer step (facts §2.4).
+            # then the optimizer step (design.md §2.4).
             self.update_mean_classifiers(ema_targets)
         self.optimizer.apply(gradients, self.trainable_variables)
         if ema_targets is not None and not cfg.ema_before_step:

@@ -2,7 +2,7 @@
 
 Distance: the Euclidean distance between **L2-normalised** embeddings,
 ``d(q, g) = || q/||q|| - g/||g|| ||_2`` in [0, 2], smaller is more similar. This is the ranking of
-the SYSU-MM01 evaluation (facts §5.1: L2-normalise, then Euclidean / cosine) and works for either
+the SYSU-MM01 evaluation (design.md §5.1: L2-normalise, then Euclidean / cosine) and works for either
 modality as query or gallery.
 
 The model can be any artifact of the project (:func:`mpanet_tf.runtimes.embedder.load_embedder`):

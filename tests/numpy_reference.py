@@ -76,7 +76,7 @@ def sigmoid(x):
 
 
 def mam(x, w_squeeze, w_excite, eps=1e-5):
-    """MAM (facts §1.2): x (B, C, H, W), w_squeeze (C/r, C, 1, 1), w_excite (C, C/r, 1, 1)."""
+    """MAM (design.md §1.2): x (B, C, H, W), w_squeeze (C/r, C, 1, 1), w_excite (C, C/r, 1, 1)."""
     pooled = x.mean(axis=(2, 3))
     hidden = np.maximum(pooled @ w_squeeze[:, :, 0, 0].T, 0.0)
     gate = sigmoid(hidden @ w_excite[:, :, 0, 0].T)[:, :, None, None]
@@ -84,7 +84,7 @@ def mam(x, w_squeeze, w_excite, eps=1e-5):
 
 
 def pam(features, weight, bias):
-    """PAM (facts §1.3): features (B, C, h, w), weight (p, C, 1, 1), bias (p,) ->
+    """PAM (design.md §1.3): features (B, C, h, w), weight (p, C, 1, 1), bias (p,) ->
     (B, (p+1)*C) = [parts..., global], masks (B, p, h, w)."""
     masks = sigmoid(conv2d_nchw(features, weight, bias=bias))
     batch, channels, height, width = features.shape

@@ -1,4 +1,4 @@
-"""Training augmentations of MPANet (facts §3.3), as small graph-safe TensorFlow functions.
+"""Training augmentations of MPANet (design.md §3.3), as small graph-safe TensorFlow functions.
 
 Order, as the authors' ``get_train_loader``: (resize, done by the loader) -> :func:`random_flip` ->
 :func:`pad_and_random_crop` -> ImageNet normalisation -> :func:`random_erasing`. The model
@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from mpanet_tf.layers.image_normalization import MEAN_PIXEL
 
-#: Padding colours of ``DataConfig.pad_fill`` (facts decision 8): grey as intended, or the dark
+#: Padding colours of ``DataConfig.pad_fill`` (design.md §9 decision 8): grey as intended, or the dark
 #: red that torchvision 0.4 + PIL produced from ``fill=127`` in the authors' run.
 PAD_FILLS = {"grey": (127.0, 127.0, 127.0), "red": (127.0, 0.0, 0.0)}
 
@@ -135,7 +135,7 @@ def random_erasing(image, seed, prob=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), 
 
     The same rectangle is filled on all 3 channels with ``fill`` (the ImageNet mean colour, i.e. 0
     after normalisation, torchvision's ``value=0``). Not Keras' ``RandomErasing``, whose sampling
-    differs (keras3-traps.md).
+    differs (design.md §11).
 
     Args:
         image: float32 (H, W, 3) in [0, 255].
@@ -162,7 +162,7 @@ def random_erasing(image, seed, prob=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), 
 
 
 def augment(image, seed, config):
-    """flip -> pad/crop -> erase with independent sub-seeds of ``seed`` (facts §3.3).
+    """flip -> pad/crop -> erase with independent sub-seeds of ``seed`` (design.md §3.3).
 
     Args:
         image: float32 (H, W, 3) in [0, 255], already resized to the network size.

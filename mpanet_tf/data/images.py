@@ -2,7 +2,7 @@
 
 Every consumer (the training pipeline and its cache, evaluation, ``prepare``, ``search``,
 ``visualize`` and both SavedModel signatures) gets, bit for bit, the pixels of the authors'
-pipeline, ``PIL.Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR)`` (facts §3.3), as
+pipeline, ``PIL.Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR)`` (design.md §3.3), as
 float32 (h, w, 3) whole values in [0, 255]. Everything is TensorFlow ops, so the SavedModel stays
 free of Python. ImageNet normalisation happens inside the model
 (:class:`mpanet_tf.layers.image_normalization.ImageNormalization`).

@@ -1,4 +1,4 @@
-"""LLCM on disk -> :class:`ImageRecord` lists (llcm-facts.md, "On-disk layout").
+"""LLCM on disk -> :class:`ImageRecord` lists (design.md §12, "On-disk layout").
 
 Layout::
 

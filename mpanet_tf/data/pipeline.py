@@ -1,4 +1,4 @@
-"""The tf.data training pipeline: sampler order -> decode (or cache) -> augment -> batch (facts §3.3).
+"""The tf.data training pipeline: sampler order -> decode (or cache) -> augment -> batch (design.md §3.3).
 
 :func:`build_train_dataset` turns one epoch of :class:`~mpanet_tf.data.sampler.IdentityPairSampler`
 batches into a ``tf.data.Dataset`` of ``(images, labels, infrared)``:
@@ -47,7 +47,7 @@ PREFETCH_BATCHES = 2
 
 
 def iterations_per_epoch(sampler, epoch: int) -> int:
-    """Batches of ``epoch``: one full pass of the regenerated sampler list (facts §3.6, decision 5)."""
+    """Batches of ``epoch``: one full pass of the regenerated sampler list (design.md §3.6, decision 5)."""
     return sampler.num_batches(epoch)
 
 

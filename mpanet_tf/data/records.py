@@ -1,8 +1,8 @@
 """Plain image records and the helpers every dataset reader shares.
 
-A reader turns an on-disk layout (SYSU-MM01, RegDB; facts §4) into lists of :class:`ImageRecord`.
+A reader turns an on-disk layout (SYSU-MM01, RegDB; design.md §4) into lists of :class:`ImageRecord`.
 Nothing here imports TensorFlow: the sampler, the tf.data pipeline and the evaluators consume the
-records. The modality of a record follows the authors' rule (facts §2): cameras 3 and 6 are
+records. The modality of a record follows the authors' rule (design.md §2): cameras 3 and 6 are
 infrared, every other camera is visible; RegDB visible images get camera 2 and thermal images
 camera 3 (MPANet data/dataset.py), so the same rule holds there.
 
@@ -48,7 +48,7 @@ class ImageRecord:
 
 
 def is_infrared_camera(camera: int) -> bool:
-    """True for the infrared cameras 3 and 6 (facts §2: ``sub = (cam==3) or (cam==6)``)."""
+    """True for the infrared cameras 3 and 6 (design.md §2: ``sub = (cam==3) or (cam==6)``)."""
     return int(camera) in INFRARED_CAMERAS
 
 

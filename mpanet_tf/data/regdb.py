@@ -1,6 +1,6 @@
 """RegDB on disk -> :class:`ImageRecord` lists for one trial.
 
-Layout (facts §4.2)::
+Layout (design.md §4.2)::
 
     RegDB/Visible/{pid}/*_v_*.bmp    RegDB/Thermal/{pid}/*_t_*.bmp
     RegDB/idx/{train,test}_{visible,thermal}_{1..10}.txt    lines "<path relative to root> <label>"
@@ -10,7 +10,7 @@ the identity is the name of the image's parent folder; visible images get camera
 images camera 3, so ``infrared`` follows the usual cam-3/6 rule. Train labels are 0..N-1 over the
 sorted train ids (the authors iterate a Python ``set`` of small ints, which gives the same order).
 Records keep the order of the list files. Gallery = visible test images, query = thermal test
-images (I->V); the evaluator swaps them for V->I (facts §5.3).
+images (I->V); the evaluator swaps them for V->I (design.md §5.3).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def read_index_list(root: pathlib.Path, path: pathlib.Path) -> list[tuple[str, i
     """Lines ``"<relpath> <label>"`` of one idx file -> [(relpath, person_id)], in file order.
 
     ``person_id`` is the parent folder of ``relpath``; the label column must be an integer but is
-    otherwise ignored (facts §4.2). Blank lines are skipped.
+    otherwise ignored (design.md §4.2). Blank lines are skipped.
 
     Raises:
         DatasetError: missing file, a malformed line, or a listed image that does not exist.

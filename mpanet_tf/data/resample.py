@@ -1,4 +1,4 @@
-"""Pillow's bilinear resize rebuilt in TensorFlow ops, bit for bit (facts §3.3).
+"""Pillow's bilinear resize rebuilt in TensorFlow ops, bit for bit (design.md §3.3).
 
 ``PIL.Image.resize((w, h), Image.BILINEAR)`` on an 8-bit RGB image is ``ImagingResample`` of
 Pillow's libImaging/Resample.c (Pillow 13; ``reducing_gap=None``, so no reduce step first). For one

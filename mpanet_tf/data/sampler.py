@@ -1,4 +1,4 @@
-"""The identity/pair sampler of MPANet's training batches (facts §3.2, §3.6), numpy only.
+"""The identity/pair sampler of MPANet's training batches (design.md §3.2, §3.6), numpy only.
 
 A batch is P identities x K images. Each identity contributes one contiguous block of K images,
 K/2 infrared and K/2 visible, interleaved ``IR, VIS, IR, VIS, ...``. The authors' algorithm
@@ -21,7 +21,7 @@ the pool instead of raising ``IndexError`` on ``pop(0)`` when drawn. SYSU-MM01 a
 such identity. Identities with VIS images only were never in the authors' pool (it is built from
 the identities that have IR images).
 
-One epoch is one full pass of this regenerated list (facts §3.6, decision 5): about
+One epoch is one full pass of this regenerated list (design.md §3.6, decision 5): about
 ``2 * sum_id min(n_IR, n_VIS) / (P*K)`` batches, about twice the authors' IR-only ``__len__``
 estimate (:attr:`IdentityPairSampler.estimated_len_ir_only`), which is kept for logging only.
 
@@ -47,7 +47,7 @@ class IdentityPairSampler:
         seed: base seed; epoch ``e`` uses ``np.random.default_rng([seed, e])``.
         num_replicas: replicas in sync. ``tf.distribute`` cuts a global batch into this many
             contiguous slices, so ``batch_ids`` must be a multiple of it: every slice then holds
-            whole identity blocks with both modalities (keras3-traps.md, "Per-replica batch
+            whole identity blocks with both modalities (design.md §11, "Per-replica batch
             layout").
 
     Example::
@@ -116,7 +116,7 @@ class IdentityPairSampler:
         """The authors' ``__len__``: sum over the pool of max(n_IR, K) rounded down to a multiple of K.
 
         Counted in images, from IR counts only, so it is about half of what an epoch really holds
-        (facts §3.6). ignite >= 0.4 used ``estimated_len_ir_only // batch_size`` iterations per
+        (design.md §3.6). ignite >= 0.4 used ``estimated_len_ir_only // batch_size`` iterations per
         epoch; we log it next to :meth:`num_batches` and never use it to size an epoch.
         """
         k = self.images_per_id
@@ -177,7 +177,7 @@ class IdentityPairSampler:
         return [pairs[i:i + k].tolist() for i in range(0, len(pairs) - k + 1, k)]
 
     def num_batches(self, epoch: int) -> int:
-        """Iterations of ``epoch``: one full pass of the regenerated list (facts §3.6)."""
+        """Iterations of ``epoch``: one full pass of the regenerated list (design.md §3.6)."""
         return len(self.epoch_batches(epoch))
 
     def labels_of(self, batch) -> np.ndarray:
@@ -202,7 +202,7 @@ class IdentityPairSampler:
 
 
 def _num_chunks(n_ir: int, n_vis: int, half: int) -> int:
-    """K-blocks an identity yields per epoch (facts §3.2), from its counts only."""
+    """K-blocks an identity yields per epoch (design.md §3.2), from its counts only."""
     if n_ir == 0 or n_vis == 0:
         return 0
     if n_ir < half and n_vis < half:

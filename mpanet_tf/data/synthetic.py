@@ -1,6 +1,6 @@
 """Synthetic SYSU-MM01 and RegDB trees with procedurally drawn pedestrians.
 
-The trees have the real layouts (facts §4.1, §4.2), so every reader, the sampler, the pipeline and
+The trees have the real layouts (design.md §4.1, §4.2), so every reader, the sampler, the pipeline and
 the evaluators run on them unchanged: tests, the quickstart and benchmarks use them when the real
 datasets are absent. The people are drawn by :mod:`mpanet_tf.data.synthetic_draw`: colour in
 visible cameras, material-driven grey in infrared ones, identity nuances visible in both.

@@ -1,4 +1,4 @@
-"""A synthetic LLCM tree: the real layout (llcm-facts.md) with night-like visible images.
+"""A synthetic LLCM tree: the real layout (design.md §12) with night-like visible images.
 
 Layout written (as the release: training images in ``vis/`` and ``nir/`` named
 ``<id:04d>_c<cc>_s<scene>_f<frame>_<vis|nir>.jpg``, listed by the idx files)::

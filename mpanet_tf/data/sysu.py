@@ -1,6 +1,6 @@
 """SYSU-MM01 on disk -> :class:`ImageRecord` lists, and the official gallery permutations.
 
-Layout (facts §4.1)::
+Layout (design.md §4.1)::
 
     SYSU-MM01/cam{1..6}/{pid:04d}/{img:04d}.jpg
     SYSU-MM01/exp/train_id.txt, val_id.txt, test_id.txt   one line of comma-separated ids each
@@ -9,14 +9,14 @@ Layout (facts §4.1)::
 Visible cameras are 1, 2 (indoor), 4, 5 (outdoor); infrared cameras 3 (indoor) and 6 (outdoor).
 Train = train ids + val ids (395 on the real data), test = 96 ids. Query = every infrared image of
 the test ids; the gallery pool = every visible image of the test ids in cameras (1, 2, 4, 5)
-("all") or (1, 2) ("indoor"); the evaluator samples it with :func:`load_rand_perm_cam` (facts §5.1).
+("all") or (1, 2) ("indoor"); the evaluator samples it with :func:`load_rand_perm_cam` (design.md §5.1).
 
 Where we differ from the authors' reader (MPANet data/dataset.py, a recursive glob of
 ``root/**/*.jpg``): images are listed per ``cam{c}/{pid:04d}/`` folder of the listed ids only, and
 ``.jpeg``/``.png``/``.bmp`` files count too. Non-image files and hidden files are skipped, an empty
 identity folder means the identity is absent from that camera, and folders of unlisted ids are
 ignored. Labels are the same: 0..N-1 in the order of ``train_id.txt`` followed by ``val_id.txt``
-(facts §3.2), over every listed id, also the ones without infrared images (the sampler leaves
+(design.md §3.2), over every listed id, also the ones without infrared images (the sampler leaves
 those out of its identity pool). Test ids keep their raw ids.
 """
 
@@ -140,7 +140,7 @@ class SYSUDataset:
         return self._images.get((int(camera), int(person_id)), ())
 
     def image_path(self, camera: int, person_id: int, number: int) -> pathlib.Path:
-        """``root/cam{c}/{pid:04d}/{n:04d}.jpg``: the file a 1-based permutation entry names (facts §5.1)."""
+        """``root/cam{c}/{pid:04d}/{n:04d}.jpg``: the file a 1-based permutation entry names (design.md §5.1)."""
         return self.root / f"cam{int(camera)}" / f"{int(person_id):04d}" / f"{int(number):04d}.jpg"
 
     # ----------------------------------------------------------------- records
@@ -160,7 +160,7 @@ class SYSUDataset:
         return self._records(self.train_ids, CAMERAS, labels)
 
     def query_records(self) -> list[ImageRecord]:
-        """Every infrared image (cameras 3 and 6) of the test ids, sorted by path (facts §5.1)."""
+        """Every infrared image (cameras 3 and 6) of the test ids, sorted by path (design.md §5.1)."""
         return self._records(self.test_ids, INFRARED_CAMERAS)
 
     def gallery_records(self, mode: str = "all") -> list[ImageRecord]:
@@ -205,7 +205,7 @@ def _malformed(path, detail: str) -> DatasetError:
 
 
 def load_rand_perm_cam(path) -> dict[tuple[int, int], np.ndarray]:
-    """Read the official ``rand_perm_cam.mat`` (facts §5.1).
+    """Read the official ``rand_perm_cam.mat`` (design.md §5.1).
 
     The variable ``rand_perm_cam`` is a 6x1 cell; the cell of camera c is ``perm[c-1][0]``, an array
     of per-identity cells indexed by id-1. Each non-empty cell is a (trials >= 10, n) array of

@@ -1,6 +1,6 @@
 """Feature sets: extraction through the one image-loading path, and the ``.npz`` feature file.
 
-The test feature is the BN-neck output (facts §1.5), extracted once per model and reused by every
+The test feature is the BN-neck output (design.md §1.5), extracted once per model and reused by every
 trial and setting. A :class:`FeatureSet` holds the query and the gallery side:
 
 - SYSU-MM01: query = every infrared test image (cams 3, 6); gallery = the *whole visible gallery

@@ -1,4 +1,4 @@
-"""LLCM evaluation (llcm-facts.md "Test protocol"; the authors' DEEN data_manager.py, eval_metrics.py).
+"""LLCM evaluation (design.md §12 "Test protocol"; the authors' DEEN data_manager.py, eval_metrics.py).
 
 - ``"i2v"``: query = every near-infrared test image, gallery = visible; ``"v2i"``: roles swapped.
 - Gallery of trial t (t = 0..T-1): ``random.seed(t)``, then for every test id (sorted as DEEN sorts
@@ -216,7 +216,7 @@ class LLCMProtocol(EvalProtocol):
 
 LLCM = DatasetSpec(
     name="llcm", title="LLCM", open=LLCMDataset, protocol=LLCMProtocol,
-    # No MPANet preset exists for LLCM: the SYSU one (llcm-facts: keep 384x128 unless a reason appears).
+    # No MPANet preset exists for LLCM: the SYSU one (design.md §12: keep 384x128 unless a reason appears).
     preset={"model": {"image_height": 384, "image_width": 128},
             "data": {"data_root": "datasets/LLCM", "batch_ids": 16, "images_per_id": 8},
             "train": {"milestones": [80, 120], "epochs": 140}},

@@ -1,15 +1,15 @@
-"""Re-identification metrics: CMC, mAP and mINP from a distance matrix, vectorised (facts §5).
+"""Re-identification metrics: CMC, mAP and mINP from a distance matrix, vectorised (design.md §5).
 
 For every query the gallery is sorted by ascending distance; entries the junk rule marks are
 removed; what remains is the query's *kept* ranked list. Then, over the valid queries (those with at
 least one true match among the kept entries):
 
-- **CMC** (facts §5.1): the kept list is collapsed to unique identities in first-occurrence order
+- **CMC** (design.md §5.1): the kept list is collapsed to unique identities in first-occurrence order
   and rank-k is the percentage of valid queries whose identity is among the first k unique ids.
   Identities the junk rule removes from a query's list entirely simply do not occur in that
   query's collapsed list (the authors' ``get_cmc`` crashes on a shape mismatch there).
 - **mAP**: AP over the un-collapsed kept list, ``AP = mean_i i / rank(i-th true match)``.
-- **mINP** (AGW, facts §5.2): ``(#true matches) / (1-based kept rank of the last true match)``.
+- **mINP** (AGW, design.md §5.2): ``(#true matches) / (1-based kept rank of the last true match)``.
 
 Everything is computed with argsort, boolean masks and cumulative sums over blocks of queries;
 there is no per-query Python loop.
@@ -24,11 +24,11 @@ import numpy as np
 
 from mpanet_tf.errors import DatasetError
 
-#: SYSU-MM01 camera -> location: cameras 2 and 3 are at the same place (facts §5.1;
+#: SYSU-MM01 camera -> location: cameras 2 and 3 are at the same place (design.md §5.1;
 #: InnovArul/SYSU_MM01_pythoneval uses the same map 1,2,2,4,5,6).
 SYSU_CAMERA_LOCATIONS = {1: 1, 2: 2, 3: 2, 4: 4, 5: 5, 6: 6}
 
-#: The ranks reported by the evaluators (facts §5.1: R1, R5, R10, R20).
+#: The ranks reported by the evaluators (design.md §5.1: R1, R5, R10, R20).
 REPORTED_RANKS = (1, 5, 10, 20)
 
 #: A junk rule: (query_cams (q,), gallery_cams (G,)) -> bool (q, G), True = drop from the ranking.
@@ -36,12 +36,12 @@ JunkRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def no_junk(query_cams: np.ndarray, gallery_cams: np.ndarray) -> np.ndarray:
-    """Keep every gallery entry (RegDB, facts §5.3): all-False (q, G)."""
+    """Keep every gallery entry (RegDB, design.md §5.3): all-False (q, G)."""
     return np.zeros((len(query_cams), len(gallery_cams)), dtype=bool)
 
 
 def same_location_junk(query_cams: np.ndarray, gallery_cams: np.ndarray) -> np.ndarray:
-    """SYSU rule (facts §5.1): drop gallery entries whose camera location equals the query's.
+    """SYSU rule (design.md §5.1): drop gallery entries whose camera location equals the query's.
 
     Query cam 3 counts as cam 2, so cam-3 queries ignore cam-2 gallery images; cam-6 queries keep
     everything (no visible camera shares location 6). (q,), (G,) -> bool (q, G).
@@ -103,7 +103,7 @@ def normalized_squared_distance(a: np.ndarray, b: np.ndarray, dtype=np.float32) 
     """Squared Euclidean distance of the L2-normalised rows, ``2 - 2 cos(a_i, b_j)``: (Q, D), (G, D) -> (Q, G).
 
     Equal to :func:`pairwise_squared_distance` of :func:`l2_normalize`-d rows (the SYSU evaluator,
-    facts §5.1) but computed from the raw rows and their norms, so no normalised copy of the
+    design.md §5.1) but computed from the raw rows and their norms, so no normalised copy of the
     features is written.
     """
     a = np.asarray(a, dtype=dtype)

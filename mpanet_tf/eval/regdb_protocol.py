@@ -1,4 +1,4 @@
-"""RegDB evaluation (facts §5.3, MPANet utils/eval_regdb.py; decision 7).
+"""RegDB evaluation (design.md §5.3, MPANet utils/eval_regdb.py; decision 7).
 
 - ``"i2v"``: thermal query (cam 3) against the visible gallery (cam 2); ``"v2i"``: roles swapped.
 - No camera filtering (the two sides never share a camera).
@@ -95,7 +95,7 @@ def parse_splits(text) -> tuple:
 
 @dataclass
 class RegDBOptions:
-    """The RegDB test protocol's options; the defaults are the authors' (facts §5.3, decision 7).
+    """The RegDB test protocol's options; the defaults are the authors' (design.md §5.3, decision 7).
 
     Attributes:
         direction: ``"i2v"`` (thermal query, visible gallery) or ``"v2i"``; results store it as
@@ -163,7 +163,7 @@ class RegDBProtocol(EvalProtocol):
 
 REGDB = DatasetSpec(
     name="regdb", title="RegDB", open=RegDBDataset, protocol=RegDBProtocol,
-    # The authors' configs/RegDB.yml (facts §3).
+    # The authors' configs/RegDB.yml (design.md §3).
     preset={"model": {"image_height": 256, "image_width": 128},
             "data": {"data_root": "datasets/RegDB", "batch_ids": 12, "images_per_id": 10},
             "train": {"milestones": [110], "epochs": 140}},

@@ -13,7 +13,7 @@ A result is a JSON-ready dict::
 
 Metrics are percentages; the plain keys are means over ``per_trial`` and the ``*_std`` keys their
 sample standard deviation (ddof=1; 0 for a single trial). :func:`aggregate_repeats` turns results of
-several training seeds into one result of the same schema (mean and std across seeds, facts §6
+several training seeds into one result of the same schema (mean and std across seeds, design.md §6
 quotes how much single runs fluctuate).
 """
 

@@ -1,6 +1,6 @@
 """SYSU-MM01 evaluation: the official ``rand_perm_cam.mat`` protocol and AGW's seeded one.
 
-Official protocol (facts §5.1, MPANet utils/eval_sysu.py; the default, decision 6):
+Official protocol (design.md §5.1, MPANet utils/eval_sysu.py; the default, decision 6):
 
 - query = every infrared test image (cams 3, 6), the same in every trial;
 - gallery of trial t (0-based) = for each gallery camera (all-search 1, 2, 4, 5; indoor 1, 2) and
@@ -10,7 +10,7 @@ Official protocol (facts §5.1, MPANet utils/eval_sysu.py; the default, decision
 - same-location rule: query cam 3 counts as cam 2, so cam-3 queries ignore cam-2 gallery images;
 - L2-normalised features, squared Euclidean distance, unique-id CMC, mAP (and mINP), 10 trials.
 
-AGW protocol (``sampling="seed"``, facts §5.2, AGW data_manager.process_gallery_sysu): for trial t,
+AGW protocol (``sampling="seed"``, design.md §5.2, AGW data_manager.process_gallery_sysu): for trial t,
 ``random.seed(t)``, then for every test id (sorted) and every gallery camera in order, one
 ``random.choice`` from the sorted files of ``cam{c}/{id:04d}`` when it has any. Single-shot only.
 
@@ -55,7 +55,7 @@ def image_key(path) -> str:
 
 
 def official_gallery_keys(perm, person_ids, cameras, trial: int, shots: int) -> list[str]:
-    """Image keys of trial ``trial``'s official gallery (facts §5.1).
+    """Image keys of trial ``trial``'s official gallery (design.md §5.1).
 
     Args:
         perm: {(camera, person_id): (trials, n) 1-based image numbers} as
@@ -77,7 +77,7 @@ def official_gallery_keys(perm, person_ids, cameras, trial: int, shots: int) -> 
 
 
 def agw_gallery_keys(files, person_ids, cameras, trial: int) -> list[str]:
-    """Image keys of AGW's seeded single-shot gallery for ``trial`` (facts §5.2).
+    """Image keys of AGW's seeded single-shot gallery for ``trial`` (design.md §5.2).
 
     Mirrors AGW's process_gallery_sysu: ``random.seed(trial)``; for id in sorted ids, for camera in
     ``cameras``: if the (camera, id) folder has files, ``random.choice(sorted files)``.
@@ -237,7 +237,7 @@ def evaluate_sysu_settings(features: FeatureSet, settings=(("all", 1),), trials:
 def evaluate_sysu(features: FeatureSet, perm=None, mode: str = "all", shots: int = 1, trials: int = 10,
                   sampling: str = "official", rerank: bool = False, rerank_params: dict | None = None,
                   compute_dtype=np.float32) -> dict:
-    """Evaluate one SYSU setting (facts §5.1 official, §5.2 with ``sampling="seed"``).
+    """Evaluate one SYSU setting (design.md §5.1 official, §5.2 with ``sampling="seed"``).
 
     Args:
         features: query = infrared test images, gallery = the visible pool of the test ids.
@@ -265,7 +265,7 @@ _PERM_SOURCE_HINT = ("(or pass --rand-perm FILE; --sampling seed runs the AGW pr
 
 @dataclass
 class SYSUOptions:
-    """The SYSU-MM01 test protocol's options; the defaults are the paper's (facts §5.1).
+    """The SYSU-MM01 test protocol's options; the defaults are the paper's (design.md §5.1).
 
     Attributes:
         mode: gallery cameras, ``"all"`` (1, 2, 4, 5) or ``"indoor"`` (1, 2).
@@ -316,7 +316,7 @@ class SYSUProtocol(EvalProtocol):
     def options_from_cli(self, params: dict) -> SYSUOptions:
         # RegDB's options given with --dataset sysu are refused rather than ignored.
         if params.get("normalize") is False:
-            raise ConfigError("the SYSU protocol always L2-normalises the features (facts §5.1); "
+            raise ConfigError("the SYSU protocol always L2-normalises the features (design.md §5.1); "
                               "--no-normalize applies to RegDB only")
         if tuple(params.get("splits") or (1,)) != (1,):
             raise ConfigError("--trial selects a RegDB trial; SYSU-MM01 has one test split (use --trials N "
@@ -396,7 +396,7 @@ class SYSUProtocol(EvalProtocol):
 
 SYSU = DatasetSpec(
     name="sysu", title="SYSU-MM01", open=SYSUDataset, protocol=SYSUProtocol,
-    # The authors' configs/SYSU.yml (facts §3).
+    # The authors' configs/SYSU.yml (design.md §3).
     preset={"model": {"image_height": 384, "image_width": 128},
             "data": {"data_root": "datasets/SYSU-MM01", "batch_ids": 16, "images_per_id": 8},
             "train": {"milestones": [80, 120], "epochs": 140}},

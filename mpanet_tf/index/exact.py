@@ -1,6 +1,6 @@
 """Exact nearest-neighbour search over stored unit embeddings, in bounded-memory chunks.
 
-Distance (the one of ``mpanet-tf search`` and of the SYSU-MM01 evaluation, facts §5.1): the
+Distance (the one of ``mpanet-tf search`` and of the SYSU-MM01 evaluation, design.md §5.1): the
 Euclidean distance between L2-normalised embeddings, ``d(q, g) = ||q - g||_2`` in [0, 2]. The
 gallery rows are read ``chunk_rows`` at a time (a numpy array or a ``numpy.memmap`` of an index on
 disk, so a gallery larger than RAM works), converted to float64, and compared with the queries by

@@ -1,8 +1,8 @@
 """Backbone initialisation of a new model: ``--backbone-weights imagenet | none | PATH``.
 
 The authors start the ResNet-50 from torchvision's ImageNet file ``resnet50-19c8e357.pth``,
-loaded non-strictly: ``fc.*`` is absent from the model (facts §1.1). Every backbone tensor is
-overwritten; MAM, PAM, the BN neck and the classifiers keep their own initialisation (facts
+loaded non-strictly: ``fc.*`` is absent from the model (design.md §1.1). Every backbone tensor is
+overwritten; MAM, PAM, the BN neck and the classifiers keep their own initialisation (design.md
 §1.1-1.4). The file is read without torch (:mod:`mpanet_tf.interop.torch_state`) and mapped by
 the torchvision key names (:func:`mpanet_tf.interop.convert.resnet_torch_mapping`), keys without
 the ``backbone.`` prefix.

@@ -1,11 +1,11 @@
 """PyTorch -> Keras weight layouts and loading a state dict into Keras variables with a report.
 
-Facts §10: PyTorch stores conv weights as ``(out, in, kh, kw)`` and linear weights as
+design.md §10: PyTorch stores conv weights as ``(out, in, kh, kw)`` and linear weights as
 ``(out, in)``; Keras wants ``(kh, kw, in, out)`` and ``(in, out)``. BatchNorm ``weight, bias,
 running_mean, running_var`` are Keras ``gamma, beta, moving_mean, moving_variance``;
 ``num_batches_tracked`` has no Keras counterpart and is ignored.
 
-Layer-name convention of the model (facts §1.1, style point 2): the Keras layer name is the torch
+Layer-name convention of the model (design.md §1.1, style point 2): the Keras layer name is the torch
 module path with "." replaced by "_": ``conv1``, ``bn1``, ``layer3_5_conv2``, ``layer4_0_bn3``,
 ``layer2_0_downsample_0`` (conv), ``layer2_0_downsample_1`` (BN).
 
@@ -24,7 +24,7 @@ from mpanet_tf.errors import CheckpointError
 
 #: layout kinds understood by :func:`to_keras_layout`, with the torch rank each expects.
 LAYOUT_RANKS = {"conv2d": 4, "linear": 2, "identity": None}
-#: torchvision ResNet-50 blocks per stage (facts §10).
+#: torchvision ResNet-50 blocks per stage (design.md §10).
 RESNET50_BLOCKS = (3, 4, 6, 3)
 #: state-dict keys ignored by default: the ImageNet classifier and BN's batch counter.
 DEFAULT_IGNORE = (r"^fc\.", r"num_batches_tracked$")

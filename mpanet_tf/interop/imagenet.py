@@ -1,4 +1,4 @@
-"""Find, download and verify torchvision's ImageNet ResNet-50 weights (facts §1.1, §9 decision 2).
+"""Find, download and verify torchvision's ImageNet ResNet-50 weights (design.md §1.1, §9 decision 2).
 
 The backbone starts from torchvision's ``resnet50-19c8e357.pth`` (the file the authors load,
 non-strictly: ``fc.*`` is left out). ``resolve_backbone_weights`` looks for it where torch keeps

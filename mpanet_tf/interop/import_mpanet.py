@@ -1,6 +1,6 @@
 """Import the authors' trained MPANet (a DoubtedSteam/MPANet ``.pth``) into a run folder.
 
-The checkpoint is the whole model's state dict (facts §9 decision 2, §10): 334 tensors for SYSU,
+The checkpoint is the whole model's state dict (design.md §9 decision 2, §10): 334 tensors for SYSU,
 read without torch by :func:`mpanet_tf.interop.torch_state.load_state_dict` (bare, or nested under
 a common key such as ``state_dict`` or ``model``; a ``module.`` prefix is stripped). Every one of
 the 279 tensors our model holds is assigned through :func:`mpanet_torch_mapping` (backbone, both

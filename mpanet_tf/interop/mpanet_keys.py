@@ -1,4 +1,4 @@
-"""The authors' MPANet state-dict keys (facts §10) mapped to the variables of our Keras model.
+"""The authors' MPANet state-dict keys (design.md §10) mapped to the variables of our Keras model.
 
 334 tensors for SYSU: the backbone (torchvision names under ``backbone.``, both MAMs as
 ``backbone.MAM{3,4}.channel_attention.{0,2}``), the PAM conv ``spatial_attention.*``, the BN neck

@@ -1,4 +1,4 @@
-"""Read PyTorch ``.pth`` state dicts safely, without importing torch (facts §9, decision 2).
+"""Read PyTorch ``.pth`` state dicts safely, without importing torch (design.md §9, decision 2).
 
 Three file layouts exist, all read here:
 

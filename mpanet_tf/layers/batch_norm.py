@@ -1,4 +1,4 @@
-"""BatchNorm with PyTorch's running-variance convention, fused on TensorFlow (facts §1.1, §3.1).
+"""BatchNorm with PyTorch's running-variance convention, fused on TensorFlow (design.md §1.1, §3.1).
 
 PyTorch's ``BatchNorm1d/2d`` in training mode normalise with the *biased* batch variance but
 update ``running_var`` with the *unbiased* one (Bessel's correction n/(n-1)), momentum 0.1:

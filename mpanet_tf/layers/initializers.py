@@ -1,4 +1,4 @@
-"""PyTorch's initialisations expressed as Keras initializers (facts §1.1, §1.3, §1.4, §8.16).
+"""PyTorch's initialisations expressed as Keras initializers (design.md §1.1, §1.3, §1.4, §8.16).
 
 - :func:`kaiming_normal_fan_out`: ``nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")``,
   used for every conv created inside the authors' ResNet class (backbone and MAM convs).

@@ -1,4 +1,4 @@
-"""Modality Alleviation Module (MAM), paper Eq. 1-3, facts §1.2.
+"""Modality Alleviation Module (MAM), paper Eq. 1-3, design.md §1.2.
 
     pooled = mean_{H,W}(x)                                   (B, 1, 1, C)
     m      = sigmoid(W2 * ReLU(W1 * pooled))                 (B, 1, 1, C), W1: C -> C/r, W2: C/r -> C

@@ -1,4 +1,4 @@
-"""Pattern Alignment Module (PAM), paper Eq. 4-6, facts §1.3.
+"""Pattern Alignment Module (PAM), paper Eq. 4-6, design.md §1.3.
 
     M   = sigmoid(Conv1x1_with_bias(F))                  (B, h, w, p)   p = num_parts = 6
     P_i = mean_{h,w}(M_i * F)                            (B, C)         plain mean over h*w,
@@ -8,7 +8,7 @@
 
 The mask conv keeps PyTorch's default Conv2d init (U(+-1/sqrt(C))) with its bias set to 0; its
 weights map to the authors' ``spatial_attention.{weight,bias}``. Nothing is L2-normalised here.
-The maps are returned too, for the separation loss (facts §2.2) and for visualisation.
+The maps are returned too, for the separation loss (design.md §2.2) and for visualisation.
 """
 
 from __future__ import annotations

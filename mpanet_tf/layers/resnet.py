@@ -1,4 +1,4 @@
-"""torchvision-layout ("v1.5") ResNet-50 with a configurable last stride (facts §1.1, §8.1, §10).
+"""torchvision-layout ("v1.5") ResNet-50 with a configurable last stride (design.md §1.1, §8.1, §10).
 
 Not ``keras.applications.ResNet50`` (v1: stride on the first 1x1 conv, conv biases, BN eps
 1.001e-5, BGR caffe preprocessing). Here, as in torchvision:
@@ -90,7 +90,7 @@ def resnet50_stages(images, last_stride=1, after_layer3=None, after_layer4=None,
         images: (B, H, W, 3) normalised images (a ``keras.Input``).
         last_stride: 1 (authors, "drop_last_stride") or 2 (torchvision).
         after_layer3, after_layer4: optional Keras layers applied to the stage outputs inside the
-            backbone (MPANet puts its MAMs here, facts §1.2), so layer4 sees MAM3's output.
+            backbone (MPANet puts its MAMs here, design.md §1.2), so layer4 sees MAM3's output.
         dtype: dtype policy for every layer.
 
     Returns:

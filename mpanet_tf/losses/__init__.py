@@ -1,12 +1,12 @@
 """MPANet losses as pure ``keras.ops`` functions of tensors, each returning a float32 scalar.
 
-One module per loss (facts §2): :mod:`~mpanet_tf.losses.identity` (shared ID CE),
+One module per loss (design.md §2): :mod:`~mpanet_tf.losses.identity` (shared ID CE),
 :mod:`~mpanet_tf.losses.separation` (L_sep), :mod:`~mpanet_tf.losses.center_cluster` (L_cc) and
 :mod:`~mpanet_tf.losses.mutual_mean` (modality CE and the mean-classifier KL). :func:`total_loss`
 sums them with the config weights (paper Eq. 14 as the code builds it).
 
 These are batch-level losses: Keras does not scale them per replica, so the train step divides
-the total by ``num_replicas_in_sync`` (keras3-traps.md).
+the total by ``num_replicas_in_sync`` (design.md §11).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Centre cluster loss L_cc of MPANet (paper Eq. 11-12; facts §2.3, §8.6).
+"""Centre cluster loss L_cc of MPANet (paper Eq. 11-12; design.md §2.3, §8.6).
 
 The authors' ``CenterTripletLoss`` (layers/loss/local_center_loss.py) on the **pre-BN** feature
 (B, D) (D = 14336 with PAM), in float32:
@@ -52,7 +52,7 @@ def _batch_centers(features, same):
 
 
 def center_cluster_terms(features, labels, k_size, margin=0.7):
-    """The pull and push terms of L_cc (facts §2.3), each a float32 scalar.
+    """The pull and push terms of L_cc (design.md §2.3), each a float32 scalar.
 
     Args:
         features: ``(B, D)`` **pre-BN** embeddings (any float dtype; cast to float32).
@@ -91,7 +91,7 @@ def center_cluster_terms(features, labels, k_size, margin=0.7):
 
 
 def center_cluster_loss(features, labels, k_size, margin=0.7):
-    """L_cc = pull + push (paper Eq. 11-12; facts §2.3), a float32 scalar.
+    """L_cc = pull + push (paper Eq. 11-12; design.md §2.3), a float32 scalar.
 
     ``(B, D) pre-BN features, (B,) labels -> ()``. See :func:`center_cluster_terms` for the terms
     and the module docstring for where this differs numerically from the authors' code.

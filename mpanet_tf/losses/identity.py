@@ -1,13 +1,13 @@
 """Identity (softmax cross-entropy) losses of MPANet.
 
 The shared identity loss is the plain softmax cross-entropy of the shared classifier's logits
-(paper: the ID loss of the baseline; facts §2.1): **no label smoothing**, a mean over the whole
+(paper: the ID loss of the baseline; design.md §2.1): **no label smoothing**, a mean over the whole
 batch, computed in float32. :func:`masked_identity_loss` is the same CE over a subset of rows; the
-modality-specific losses CE_vis / CE_ir of the mutual mean learning (facts §2.4) are built on it in
+modality-specific losses CE_vis / CE_ir of the mutual mean learning (design.md §2.4) are built on it in
 :mod:`mpanet_tf.losses.mutual_mean`.
 
 All functions use ``keras.ops`` only, take the labels as integers, cast logits to float32 first
-(fp32 losses under mixed precision, facts §8.17) and contain no data-dependent Python control
+(fp32 losses under mixed precision, design.md §8.17) and contain no data-dependent Python control
 flow or dynamic-shape gathers, so they trace under XLA and ``tf.distribute``.
 """
 
@@ -32,7 +32,7 @@ def per_sample_cross_entropy(logits, labels):
 
 
 def identity_loss(logits, labels):
-    """Shared identity loss: mean softmax CE over the batch (facts §2.1).
+    """Shared identity loss: mean softmax CE over the batch (design.md §2.1).
 
     Args:
         logits: ``(B, C)`` logits of the shared classifier on the post-BN feature (any float

@@ -1,4 +1,4 @@
-"""Mutual mean learning losses of MPANet (paper Eq. 8-10; facts §2.4, §8.8).
+"""Mutual mean learning losses of MPANet (paper Eq. 8-10; design.md §2.4, §8.8).
 
 Two trainable modality-specific classifiers (visible, infrared) and their "mean" (EMA) copies are
 evaluated on the post-BN feature of the **whole batch** by the caller; these functions pick the
@@ -18,7 +18,7 @@ argument, the opposite of the usual distillation set-up. ``grad_side="paper"`` i
 distillation form ``KL(Q || P) = sum Q (log Q - log softmax(specific)) / B`` with
 ``Q = softmax(mean)`` as the detached target.
 
-Everything is computed in float32 (facts §8.17). The EMA update itself belongs to the model.
+Everything is computed in float32 (design.md §8.17). The EMA update itself belongs to the model.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ GRAD_SIDES = ("specific", "paper")
 
 
 def modality_identity_losses(logits_visible_head, logits_infrared_head, labels, infrared):
-    """Modality-specific identity losses ``(CE_vis, CE_ir)`` (facts §2.4), float32 scalars.
+    """Modality-specific identity losses ``(CE_vis, CE_ir)`` (design.md §2.4), float32 scalars.
 
     Args:
         logits_visible_head: ``(B, C)`` trainable visible classifier on the whole batch.
@@ -58,7 +58,7 @@ def mutual_mean_kl(
     infrared,
     grad_side="specific",
 ):
-    """Mutual mean learning KL, a float32 scalar (paper Eq. 8-10; facts §2.4).
+    """Mutual mean learning KL, a float32 scalar (paper Eq. 8-10; design.md §2.4).
 
     Args:
         logits_visible_head: ``(B, C)`` trainable visible classifier on the whole batch.

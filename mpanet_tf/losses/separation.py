@@ -1,4 +1,4 @@
-"""Separation loss L_sep of the PAM pattern maps (paper: Eq. 6 region; facts §2.2, §8.5).
+"""Separation loss L_sep of the PAM pattern maps (paper: Eq. 6 region; design.md §2.2, §8.5).
 
 The authors' code (models/baseline.py): the p sigmoid pattern maps are flattened to
 ``M (B, p, h*w)``, ``G = M M^T (B, p, p)`` holds the raw dot products of every pair of maps, and the
@@ -8,7 +8,7 @@ B * p(p-1)/2**: the mean pairwise overlap. There is **no normalisation** of the 
 maps' norms (cosine similarity); ``normalize=True`` gives that variant. Weight 0.5, train mode only
 (the weight is applied by :func:`mpanet_tf.losses.total_loss`).
 
-The Gram matrix is computed in float32 (fragile in float16, facts §8.17).
+The Gram matrix is computed in float32 (fragile in float16, design.md §8.17).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _NORM_EPSILON = 1e-12  # as torch.nn.functional.normalize
 
 
 def separation_loss(masks, normalize=False):
-    """Mean pairwise overlap of the pattern maps, a float32 scalar (facts §2.2).
+    """Mean pairwise overlap of the pattern maps, a float32 scalar (design.md §2.2).
 
     Args:
         masks: ``(B, h, w, p)`` sigmoid pattern maps, channels-last as the Keras PAM emits them

@@ -1,4 +1,4 @@
-"""The total loss: paper Eq. 14 with the authors' effective weights (facts §2)."""
+"""The total loss: paper Eq. 14 with the authors' effective weights (design.md §2)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ TERM_NAMES = TOTAL_INPUTS
 
 
 def total_loss(terms, loss_config):
-    """Weighted sum of the loss terms (paper Eq. 14 with the authors' effective weights; facts §2).
+    """Weighted sum of the loss terms (paper Eq. 14 with the authors' effective weights; design.md §2).
 
     ``L = weight_sep*sep + 1.0*cc + 1.0*id + weight_sid*m*(ce_vis + ce_ir) + weight_kl*kl`` with
     ``m = 2`` when ``loss_config.double_modality_ce`` (the code adds CE_vis and CE_ir twice, GitHub

@@ -5,7 +5,7 @@ The base of the runtimes package: every runtime's ``load`` returns an :class:`Em
 path through the runtime registry (:mod:`mpanet_tf.runtimes.registry`): a run folder or ``.keras`` file
 (the BN-folded inference graph), an exported SavedModel (its ``serve_encoded`` signature on the
 encoded files: the embedder ``wants_bytes``), an ONNX file or its export folder, an int8 export.
-Every embedder but the SavedModel's takes images resized by the evaluation path (facts §1.5: the
+Every embedder but the SavedModel's takes images resized by the evaluation path (design.md §1.5: the
 BN-neck output, no flip, no L2 normalisation).
 """
 

@@ -3,7 +3,7 @@
 Loaded with :func:`mpanet_tf.model.load_model` and embedded through the inference graph with the
 backbone BatchNorms folded into the convolutions (:func:`mpanet_tf.inference.embedding_function`,
 built once at load time: same numbers up to float rounding, ~8% less CPU time), on images resized
-by the evaluation path (facts §1.5: the BN-neck output, no flip, no L2 normalisation). It is the
+by the evaluation path (design.md §1.5: the BN-neck output, no flip, no L2 normalisation). It is the
 fallback of :func:`~mpanet_tf.runtimes.registry.find_runtime`: a path no other runtime recognises
 is opened here, and :func:`~mpanet_tf.model.load_model` names what is missing. Not an export
 format (training writes it).

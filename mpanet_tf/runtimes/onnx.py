@@ -8,7 +8,7 @@ model's forward pass at its fixed input size:
   :func:`mpanet_tf.data.images.load_image` or PIL's ``Image.open(p).convert("RGB").resize((w, h),
   Image.BILINEAR)``, which give the same pixels. The ImageNet
   normalisation is inside the graph.
-- output ``embeddings``: float32 (N, D), D = 14336 with PAM: the BN-neck feature (facts §1.5),
+- output ``embeddings``: float32 (N, D), D = 14336 with PAM: the BN-neck feature (design.md §1.5),
   not L2-normalised.
 
 Why no uint8 any-size input as in the SavedModel: the SavedModel's resize (PIL's bilinear filter

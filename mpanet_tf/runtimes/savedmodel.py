@@ -5,7 +5,7 @@ Layout: ``OUTPUT/<version>/`` (``saved_model.pb``, ``variables/``, ``fingerprint
 serves the highest one, so the other runtimes' folders next to the versions are ignored by it.
 
 Signatures (both return ``embeddings`` float32 (N, D), D = 14336 with PAM: the BN-neck output in
-inference mode, not L2-normalised, facts §1.5):
+inference mode, not L2-normalised, design.md §1.5):
 
 - ``serving_default``: ``images`` uint8 (N, H, W, 3) RGB of any H and W, resized to the model's
   input size with :func:`mpanet_tf.data.images.resize_image_tensor` (bilinear, antialiased,

@@ -1,4 +1,4 @@
-"""Training MPANet: strategy, schedules, checkpoints, the run loop (facts §3; issue 4).
+"""Training MPANet: strategy, schedules, checkpoints, the run loop (design.md §3; issue 4).
 
 Public API::
 

@@ -4,16 +4,16 @@ Unlike :mod:`mpanet_tf.eval.artifacts` (``mpanet-tf eval`` over saved models and
 this evaluates a model held in memory, with the protocol's default (the paper's) options as the
 dataset's protocol defines them for training (:meth:`~mpanet_tf.eval.protocol.EvalProtocol.evaluate_during_training`):
 
-- SYSU-MM01 (facts §5.1, decision 6): the official ``rand_perm_cam.mat`` protocol, 10 gallery
+- SYSU-MM01 (design.md §5.1, decision 6): the official ``rand_perm_cam.mat`` protocol, 10 gallery
   trials. During training only all-search single-shot; at the end of training the four settings
   of the paper's table (all/indoor x single/multi-shot). Without ``exp/rand_perm_cam.mat`` the
   evaluation is skipped with one line saying where to get the file.
-- RegDB (facts §5.3, decision 7): the run's split, thermal->visible and visible->infrared on the
+- RegDB (design.md §5.3, decision 7): the run's split, thermal->visible and visible->infrared on the
   raw BN-neck features; the summary is the mean of the two directions, as the authors' engine logs.
 
 The model evaluated is always the current one (the last epoch's at the end): no checkpoint is
-ever selected on the test set (facts §3.4, §8.15, decision 6). Features are the BN-neck output in
-inference mode (facts §1.5) from a ``tf.function`` over ``model(images, training=False)`` on the
+ever selected on the test set (design.md §3.4, §8.15, decision 6). Features are the BN-neck output in
+inference mode (design.md §1.5) from a ``tf.function`` over ``model(images, training=False)`` on the
 local device, so every worker of a distributed run can call it without collectives.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from mpanet_tf.eval.features import extract_feature_set
 from mpanet_tf.eval.report import METRIC_KEYS, setting_name
 
-EVAL_BATCH_SIZE = 64  # the authors' test batch (facts §1.5)
+EVAL_BATCH_SIZE = 64  # the authors' test batch (design.md §1.5)
 
 
 def summarize(results: list[dict]) -> dict:

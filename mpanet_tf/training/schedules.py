@@ -2,12 +2,12 @@
 
 Both are set at the start of every epoch by :class:`EpochSchedule`, a Keras callback that
 *assigns* variables (``optimizer.learning_rate`` and ``model.ema_rate``). A Python float read in
-``train_step`` would be frozen at trace time (keras3-traps.md), a variable is read at every step.
+``train_step`` would be frozen at trace time (design.md §11), a variable is read at every step.
 
-- Learning rate (facts §3.1): PyTorch ``MultiStepLR(milestones, gamma)`` stepped once per epoch,
+- Learning rate (design.md §3.1): PyTorch ``MultiStepLR(milestones, gamma)`` stepped once per epoch,
   no warm-up, so 1-based epoch ``e`` trains with ``lr * gamma ** #{m in milestones : m < e}``:
   SYSU 3.5e-4 for epochs 1-80, 3.5e-5 for 81-120, 3.5e-6 for 121-140.
-- EMA rate (facts §2.4, engine ``epoch_started_callback``): at the start of 1-based epoch ``e``,
+- EMA rate (design.md §2.4, engine ``epoch_started_callback``): at the start of 1-based epoch ``e``,
   ``r = update_rate * min(1, decay_epoch / (e + 1))`` (0.2 up to epoch 99, 0.142 at epoch 140),
   :func:`ema_rate_for_epoch`.
 """
@@ -25,7 +25,7 @@ def learning_rate_for_epoch(epoch: int, base_lr: float, milestones=(80, 120), ga
 
 
 def ema_rate_for_epoch(epoch: int, update_rate: float = 0.2, decay_epoch: int = 100) -> float:
-    """The authors' EMA-rate schedule of the mean classifiers (facts §2.4), 1-based ``epoch`` as in
+    """The authors' EMA-rate schedule of the mean classifiers (design.md §2.4), 1-based ``epoch`` as in
     their ``epoch_started_callback``: r = update_rate * min(1, decay_epoch / (epoch + 1))."""
     return float(update_rate) * min(1.0, float(decay_epoch) / (int(epoch) + 1))
 

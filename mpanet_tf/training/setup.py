@@ -11,7 +11,7 @@ Everything here runs before the trainer writes anything to the run folder, so a 
   the result would be neither run.
 - The optimizer is PyTorch's Adam (betas 0.9/0.999, eps 1e-8) *without* Keras' decoupled
   ``weight_decay``: ``MPANet.train_step`` adds the coupled L2 term (wd/2)·Σ‖w‖² over the trainable
-  weights to the loss, whose gradient is PyTorch's wd·w (facts §3.1, §8.9, decision 4).
+  weights to the loss, whose gradient is PyTorch's wd·w (design.md §3.1, §8.9, decision 4).
 """
 
 from __future__ import annotations

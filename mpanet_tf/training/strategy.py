@@ -13,8 +13,8 @@
 
 A global batch is P identities x K images; tf.distribute cuts it into ``num_replicas_in_sync``
 contiguous slices, so P must be a multiple of the replica count for every slice to hold whole
-identity blocks with both modalities (keras3-traps.md, "Per-replica batch layout"; the
-centre-cluster loss takes one anchor every K rows, facts §2.3).
+identity blocks with both modalities (design.md §11, "Per-replica batch layout"; the
+centre-cluster loss takes one anchor every K rows, design.md §2.3).
 """
 
 from __future__ import annotations

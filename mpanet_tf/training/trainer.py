@@ -1,6 +1,6 @@
-"""``train(config, output_dir)``: the MPANet training run (facts §3; issue 4).
+"""``train(config, output_dir)``: the MPANet training run (design.md §3; issue 4).
 
-One epoch is one full pass of the identity/pair sampler regenerated for that epoch (facts §3.6,
+One epoch is one full pass of the identity/pair sampler regenerated for that epoch (design.md §3.6,
 decision 5), optionally capped by ``train.steps_per_epoch``; each epoch is one ``model.fit`` call
 on that epoch's ``tf.data`` pipeline, so the step is Keras' (``MPANet.train_step``) and the
 progress bar shows every loss term. Around it:
@@ -202,7 +202,7 @@ class TrainingRun:
 
     def build_model(self) -> None:
         """Build the model (the dtype policy is set) and initialise it, or restore the checkpoint."""
-        # Seeded initialisation, as the authors seed torch (facts §3.1): a run is reproducible.
+        # Seeded initialisation, as the authors seed torch (design.md §3.1): a run is reproducible.
         keras.utils.set_random_seed(int(self.config.train.seed))
         self.model = setup.build_training_model(self.config, self.data.num_classes, self.strategy)
         if self._state is None:

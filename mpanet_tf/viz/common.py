@@ -148,7 +148,7 @@ def display_image(path, size) -> np.ndarray:
 
 
 def modality_name(camera) -> str:
-    """``"IR"`` for the infrared cameras 3 and 6 (facts §2), ``"VIS"`` for the others, ``"?"`` if unknown."""
+    """``"IR"`` for the infrared cameras 3 and 6 (design.md §2), ``"VIS"`` for the others, ``"?"`` if unknown."""
     if camera is None or int(camera) < 0:
         return "?"
 

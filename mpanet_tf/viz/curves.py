@@ -8,7 +8,7 @@ Reads ``runs/NAME/history.json`` (:mod:`mpanet_tf.run_folder`), whose structure 
 
 ``eval`` is present only on epochs that evaluated. The picture has three panels: the loss terms
 (the weighted total ``loss`` and the unweighted terms L_id, L_cc, L_sep, L_sid = CE_vis + CE_ir and
-L_KL of facts §2; log scale when every value is positive), the evaluation metrics in percent at the
+L_KL of design.md §2; log scale when every value is positive), the evaluation metrics in percent at the
 evaluated epochs, and the learning rate.
 """
 
@@ -25,7 +25,7 @@ from mpanet_tf.loss_terms import TOTAL_LABEL, TOTAL_LOSS
 from mpanet_tf.run_folder import HISTORY_FILE
 from mpanet_tf.viz.common import VisualizationError, check_output, check_size, new_figure, save_png
 
-#: Loss keys of a history epoch, with their legend labels (facts §2; :mod:`mpanet_tf.loss_terms`).
+#: Loss keys of a history epoch, with their legend labels (design.md §2; :mod:`mpanet_tf.loss_terms`).
 LOSS_TERMS = ((TOTAL_LOSS, TOTAL_LABEL), *LOGGED_TERMS.items())
 #: Evaluation keys of a history epoch's ``eval`` entry (percent).
 METRICS = ("rank1", "mAP", "mINP")

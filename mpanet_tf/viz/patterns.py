@@ -1,6 +1,6 @@
 """Where the PAM pattern maps look: one image with each map overlaid as a heat map (paper Fig. 3).
 
-The Pattern Alignment Module (paper Eq. 4-6, facts §1.3) computes p = ``num_parts`` sigmoid maps
+The Pattern Alignment Module (paper Eq. 4-6, design.md §1.3) computes p = ``num_parts`` sigmoid maps
 ``M = sigmoid(Conv1x1(F))`` on the layer4 feature map F, (B, h, w, p) with h x w = H/16 x W/16
 (24 x 8 for a 384 x 128 input). Each map is upsampled bilinearly to the input size and blended over
 the image with the ``jet`` colour map, one panel per map, after a first panel with the image alone.

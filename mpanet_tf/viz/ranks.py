@@ -4,12 +4,12 @@ Where the queries and the gallery come from (the rankings follow the evaluators,
 re-implemented here; each dataset's protocol gives them,
 :meth:`~mpanet_tf.eval.protocol.EvalProtocol.ranked_list_sources`):
 
-- SYSU-MM01 (facts §5.1): queries are infrared test images; the gallery is the first trial of the
+- SYSU-MM01 (design.md §5.1): queries are infrared test images; the gallery is the first trial of the
   official single-shot gallery (``rand_perm_cam.mat``, :func:`~mpanet_tf.eval.sysu_protocol.sysu_trial_galleries`)
   when the file exists, else the whole visible gallery pool of the mode. Features are
   L2-normalised, the distance is squared Euclidean, and the same-location rule drops cam-2 images
   from the lists of cam-3 queries (:func:`~mpanet_tf.eval.metrics.same_location_junk`).
-- RegDB (facts §5.3): thermal test queries against the visible test gallery (``i2v``) or the
+- RegDB (design.md §5.3): thermal test queries against the visible test gallery (``i2v``) or the
   reverse (``v2i``), plain squared Euclidean on the raw features, no camera rule.
 - Folders: every image under the query folder against every image under the gallery folder,
   L2-normalised features. Identity and camera are read from the path when it follows the datasets'

@@ -2,7 +2,7 @@
 
 The features of the chosen identities' test images (SYSU-MM01: infrared queries and the visible
 gallery pool; RegDB: thermal and visible test images of one trial) are the test-time embeddings
-(BN-neck output, facts §1.5), L2-normalised (the SYSU evaluator's geometry, facts §5.1) and
+(BN-neck output, design.md §1.5), L2-normalised (the SYSU evaluator's geometry, design.md §5.1) and
 projected to 2-D with ``sklearn.manifold.TSNE`` (PCA initialisation, perplexity clipped to n - 1,
 as scikit-learn requires perplexity < n). One colour per identity, circles for visible and
 triangles for infrared images. A model that aligns the modalities puts each identity's circles and

@@ -1,4 +1,4 @@
-"""Augmentations (facts §3.3): each checked eagerly and inside tf.data.Dataset.map, rates statistically."""
+"""Augmentations (design.md §3.3): each checked eagerly and inside tf.data.Dataset.map, rates statistically."""
 
 from __future__ import annotations
 

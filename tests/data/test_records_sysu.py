@@ -15,7 +15,7 @@ from mpanet_tf.data.registry import load_dataset
 from mpanet_tf.data.sysu import SYSUDataset, load_rand_perm_cam, write_rand_perm_cam
 from mpanet_tf.errors import ConfigError, DatasetError
 
-# The test's own camera sets (facts §4.1), independent of the module's constants.
+# The test's own camera sets (design.md §4.1), independent of the module's constants.
 VISIBLE = {1, 2, 4, 5}
 INFRARED = {3, 6}
 INDOOR = {1, 2}

@@ -20,7 +20,7 @@ def write_regdb_tree(root, images: dict, trials: dict) -> pathlib.Path:
     """Write a RegDB tree: ``images[pid] = (n_visible, n_thermal)``; ``trials[t] = (train_ids, test_ids)``.
 
     The label column written is deliberately *not* a 0..N-1 relabelling (it is 1000 + pid), since
-    the reader must ignore it (facts §4.2).
+    the reader must ignore it (design.md §4.2).
     """
     root = pathlib.Path(root)
     for pid, (n_vis, n_th) in images.items():

@@ -1,4 +1,4 @@
-"""IdentityPairSampler: batch layout, full-pass epoch length, determinism (facts §3.2, §3.6)."""
+"""IdentityPairSampler: batch layout, full-pass epoch length, determinism (design.md §3.2, §3.6)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def make_labels(counts):
 
 
 def expected_chunks(n_ir, n_vis, k):
-    """Independent count of K-blocks per identity, from the authors' loop (facts §3.2)."""
+    """Independent count of K-blocks per identity, from the authors' loop (design.md §3.2)."""
     half = k // 2
     if n_ir == 0:
         return 0  # not in the pool

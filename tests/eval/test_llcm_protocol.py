@@ -1,6 +1,6 @@
 """LLCM protocol against an independent, loop-by-loop implementation of the reference rules.
 
-The reference below is written from llcm-facts.md alone (DEEN's ``process_query_llcm`` /
+The reference below is written from design.md §12 alone (DEEN's ``process_query_llcm`` /
 ``process_gallery_llcm`` walk of the folders with ``os.listdir``, ``random.seed(trial)`` and
 ``random.choice``, then per-query loops); it shares no code with the library.
 """
@@ -35,7 +35,7 @@ def feature_of(relpath: str, pid: int) -> np.ndarray:
 
 
 def reference_llcm(root, mode: str, trials: int = 10):
-    """Mean R1, mAP, mINP (percent) over the trials, straight from the facts sheet."""
+    """Mean R1, mAP, mINP (percent) over the trials, straight from docs/design.md."""
     line = open(os.path.join(root, "idx", "test_id.txt")).read().splitlines()[0]
     ids = ["%04d" % int(x) for x in line.split(",")]
     query_cams, gallery_cams = (NIR, VIS) if mode == "i2v" else (VIS, NIR)

@@ -1,6 +1,6 @@
 """Torch -> Keras layouts, strict/non-strict loading with a report, the ResNet-50 key map.
 
-Facts §10: conv (out, in, kh, kw) -> (kh, kw, in, out), linear (out, in) -> (in, out), BN names.
+design.md §10: conv (out, in, kh, kw) -> (kh, kw, in, out), linear (out, in) -> (in, out), BN names.
 """
 
 from __future__ import annotations

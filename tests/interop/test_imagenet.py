@@ -1,4 +1,4 @@
-"""Finding, downloading and verifying torchvision's ResNet-50 weights (issue 10, facts §1.1)."""
+"""Finding, downloading and verifying torchvision's ResNet-50 weights (issue 10, design.md §1.1)."""
 
 from __future__ import annotations
 

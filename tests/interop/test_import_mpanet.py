@@ -1,6 +1,6 @@
 """``mpanet-tf import-torch``: an authors' 334-key checkpoint becomes a working run folder.
 
-Checkpoints are built here with random values in the authors' layout (facts §10) and written by
+Checkpoints are built here with random values in the authors' layout (design.md §10) and written by
 our torch-free writer in the zip and the legacy format; expectations are the state dict's own
 arrays in Keras layout (conv (O, I, kh, kw) -> (kh, kw, I, O), linear (out, in) -> (in, out)), the
 file's SHA-256 computed with hashlib, and counts read off the synthetic SYSU tree on disk.

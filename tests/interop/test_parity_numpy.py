@@ -1,9 +1,9 @@
-"""Parity of an imported authors' checkpoint with an independent numpy MPANet (facts §1, §10).
+"""Parity of an imported authors' checkpoint with an independent numpy MPANet (design.md §1, §10).
 
 A random state dict with the 334 keys and PyTorch layouts of the authors' model (SYSU shapes,
 7 classes) is written as a ``.pth`` with our torch-free writer, imported through the CLI
 (``import-torch``), reloaded with ``load_model`` and run in inference mode. The expected
-embeddings come from a float64 numpy forward in NCHW written from the facts, not from our Keras
+embeddings come from a float64 numpy forward in NCHW written from docs/design.md, not from our Keras
 code: ImageNet normalisation, stem conv 7x7/2 pad 3, BN (running statistics), ReLU, max-pool
 3x3/2 pad 1 with -inf padding, the 16 torchvision bottlenecks with last stride 1, MAM after layer3
 and layer4, PAM ([6 parts, global]) and the BN neck with zero bias
@@ -50,7 +50,7 @@ def _conv(state, name, out_c, in_c, k, rng):
 
 
 def authors_state_dict(num_classes=NUM_CLASSES, seed=0) -> dict:
-    """The authors' 334-key state dict (facts §10) with random values, in PyTorch layouts."""
+    """The authors' 334-key state dict (design.md §10) with random values, in PyTorch layouts."""
     rng = np.random.default_rng(seed)
     state = {}
     _conv(state, "backbone.conv1", 64, 3, 7, rng)
@@ -104,11 +104,11 @@ def numpy_mpanet(images, state):
     x = np.maximum(bn(ref.conv2d_nchw(x, state["backbone.conv1.weight"], 2, 3), "backbone.bn1"), 0)
     x = _max_pool_3x3_s2_p1(x)
     for stage, blocks in enumerate(BLOCKS, start=1):
-        stride = 2 if stage in (2, 3) else 1  # last stride 1 (facts §1.1)
+        stride = 2 if stage in (2, 3) else 1  # last stride 1 (design.md §1.1)
         for block in range(blocks):
             x = ref.bottleneck(x, state, f"backbone.layer{stage}.{block}",
                                stride if block == 0 else 1, downsample=block == 0)
-        if stage in (3, 4):  # MAM after layer3 and layer4 (facts §1.2)
+        if stage in (3, 4):  # MAM after layer3 and layer4 (design.md §1.2)
             x = ref.mam(x, state[f"backbone.MAM{stage}.channel_attention.0.weight"],
                         state[f"backbone.MAM{stage}.channel_attention.2.weight"])
     features, _ = ref.pam(x, state["spatial_attention.weight"], state["spatial_attention.bias"])

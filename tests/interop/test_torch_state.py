@@ -1,4 +1,4 @@
-"""Reading PyTorch checkpoints without torch (facts §9 decision 2): zip, legacy and tar formats.
+"""Reading PyTorch checkpoints without torch (design.md §9 decision 2): zip, legacy and tar formats.
 
 Independent expectations: files written by CPython's own pickler with stand-in torch modules
 (tests/interop/torch_fakes.py), layouts built by hand, numpy views sharing one storage, and

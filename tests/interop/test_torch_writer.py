@@ -1,4 +1,4 @@
-"""Writing PyTorch checkpoints that torch.load reads, without torch (facts §9 decision 2).
+"""Writing PyTorch checkpoints that torch.load reads, without torch (design.md §9 decision 2).
 
 Independent expectations: CPython's own pickler driven by stand-in torch modules
 (tests/interop/torch_fakes.py) must produce the same data.pkl bytes; the zip and legacy layouts

@@ -1,4 +1,4 @@
-"""Write PyTorch ``.pth`` state dicts that ``torch.load`` reads, without torch (facts §9, dec. 2).
+"""Write PyTorch ``.pth`` state dicts that ``torch.load`` reads, without torch (design.md §9, dec. 2).
 
 The tests build their PyTorch checkpoints with it (the package only reads them). The layout is what
 ``torch.save`` writes:

@@ -1,4 +1,4 @@
-"""Centre cluster loss L_cc (facts §2.3) against a float64 numpy transcription of the code."""
+"""Centre cluster loss L_cc (design.md §2.3) against a float64 numpy transcription of the code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared and masked identity CE (facts §2.1) against a float64 numpy reference."""
+"""Shared and masked identity CE (design.md §2.1) against a float64 numpy reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Modality CE, mutual-mean KL (facts §2.4) and the weighted total (facts §2) against numpy."""
+"""Modality CE, mutual-mean KL (design.md §2.4) and the weighted total (design.md §2) against numpy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Separation loss L_sep (facts §2.2) against a float64 numpy loop and hand-computed values."""
+"""Separation loss L_sep (design.md §2.2) against a float64 numpy loop and hand-computed values."""
 
 from __future__ import annotations
 

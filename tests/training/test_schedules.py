@@ -1,4 +1,4 @@
-"""Per-epoch LR and EMA-rate schedules (facts §2.4, §3.1) and the coupled L2 weight decay (§8.9)."""
+"""Per-epoch LR and EMA-rate schedules (design.md §2.4, §3.1) and the coupled L2 weight decay (§8.9)."""
 
 from __future__ import annotations
 

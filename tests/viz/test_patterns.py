@@ -21,7 +21,7 @@ def sample_image(sysu_tree):
 
 def test_pattern_maps_shape_and_range(tiny_model, sample_image):
     masks = pattern_maps(tiny_model, load_image(sample_image, IMAGE_SIZE))
-    # Output stride 16 with last stride 1 (facts §1.1), p = 6 maps (facts §1.3).
+    # Output stride 16 with last stride 1 (design.md §1.1), p = 6 maps (design.md §1.3).
     assert masks.shape == (IMAGE_SIZE[0] // 16, IMAGE_SIZE[1] // 16, 6)
     assert np.all((masks >= 0) & (masks <= 1))
 
