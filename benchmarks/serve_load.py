@@ -48,6 +48,7 @@ def prepare(workdir: Path, image_size: tuple[int, int]) -> tuple[Path, Path, Pat
 
     from mpanet_tf.config import MPANetConfig
     from mpanet_tf.data.synthetic import generate_sysu
+    from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.index import build_index
     from mpanet_tf.model import build_model
 
@@ -65,7 +66,7 @@ def prepare(workdir: Path, image_size: tuple[int, int]) -> tuple[Path, Path, Pat
     if not tree.is_dir():
         generate_sysu(tree, ids=8, images_per_camera=2, seed=0, size=image_size)
     if not index.is_dir():
-        build_index(run, index, dataset="sysu", data_root=tree, split="all", batch_size=32, progress=False)
+        build_index(run, index, dataset=get_dataset("sysu"), data_root=tree, split="all", batch_size=32, progress=False)
     return run, index, tree
 
 

@@ -12,8 +12,9 @@ from mpanet_tf.errors import ConfigError
               help="The index's model: a run folder, .keras file, exported SavedModel folder, .onnx file or int8 "
                    "export (any runtime the registry knows).")
 @click.option("--index", "index_path", required=True, type=click.Path(),
-              help="A gallery index written by `mpanet-tf index build` with the same --model. The service holds it "
-                   "and appends the images POSTed to /v1/gallery.")
+              help="A gallery index written by `mpanet-tf index build` with the same --model: a .mpidx folder, "
+                   "milvus:PATH.db (Milvus Lite) or milvus://HOST:PORT/COLLECTION (token in MPANET_MILVUS_TOKEN). "
+                   "The service holds it and appends the images POSTed to /v1/gallery.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Any non-loopback address needs --token-file (or --insecure-no-auth).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="TCP port.")

@@ -328,6 +328,9 @@ class MilvusStore(GalleryStore):
     def entries(self) -> list[dict]:
         return [json.loads(r["entry"]) for r in self._range(0, self.count(), ["entry"])]
 
+    def sources(self) -> list[dict]:
+        return list(self.meta.get("sources", []))
+
     def rows(self, start: int, stop: int) -> np.ndarray:
         records = self._range(int(start), int(stop), ["embedding"])
         return np.array([r["embedding"] for r in records], dtype=np.float32).reshape(len(records), self.dim)

@@ -101,6 +101,9 @@ class MpidxStore(GalleryStore):
     def entries(self) -> list[dict]:
         return [full_entry(e) for e in self.index.entries]
 
+    def sources(self) -> list[dict]:
+        return list(self.index.meta.get("sources", []))
+
     def rows(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.index.embeddings()[start:stop], dtype=np.float32)
 

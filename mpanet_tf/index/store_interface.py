@@ -184,6 +184,10 @@ class GalleryStore(abc.ABC):
         """Every entry, in entry-id order."""
 
     @abc.abstractmethod
+    def sources(self) -> list[dict]:
+        """What the store was built from (``index build``/``add`` sources: a folder, a dataset split)."""
+
+    @abc.abstractmethod
     def rows(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, dim) stored embeddings of entry ids start..stop-1, float32."""
 

@@ -37,10 +37,11 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from mpanet_tf.data.capture_time import iso_utc, parse_time
 from mpanet_tf.data.images import MAX_PIXELS
 from mpanet_tf.errors import BadImageError, ConfigError, MPANetError
-from mpanet_tf.serve.gallery import SearchFilter, parse_time
-from mpanet_tf.serve.security import BodyLimit, TokenGate, check_bind, gallery_file, read_token
+from mpanet_tf.index.store_interface import SearchFilter
+from mpanet_tf.serve.security import BodyLimit, TokenGate, check_bind, gallery_file, read_token, source_roots
 from mpanet_tf.serve.service import Query, SearchService, Upload
 
 STATIC = Path(__file__).parent / "static"
@@ -86,14 +87,20 @@ def _boolean(fields: dict, name: str) -> bool:
     return value in ("true", "1", "yes")
 
 
-def _time(fields: dict, name: str) -> str | None:
+def _time(fields: dict, name: str):
+    """The ISO 8601 time of field ``name`` as an aware UTC datetime, None when absent."""
     value = _one(fields, name)
+    if value is None or value == "":
+        return None
     try:
-        moment = parse_time(value)
-    except ValueError:
+        return parse_time(value, name)
+    except ConfigError:
         raise HTTPException(400, f"{name} must be an ISO 8601 time such as 2026-12-02T13:05:00Z, "
                                  f"got {value[:40]!r}") from None
-    return moment.isoformat() if moment else None
+
+
+def _iso(moment):
+    return iso_utc(moment) if moment is not None else None
 
 
 def _modalities(fields: dict) -> tuple[str, ...] | None:
@@ -105,9 +112,8 @@ def _modalities(fields: dict) -> tuple[str, ...] | None:
 
 
 def _filters(fields: dict) -> SearchFilter | None:
-    since, until = _time(fields, "since"), _time(fields, "until")
     found = SearchFilter(cameras=tuple(_values(fields, "camera")) or None, modalities=_modalities(fields),
-                         since=parse_time(since), until=parse_time(until))
+                         since=_time(fields, "since"), until=_time(fields, "until"))
     return None if found == SearchFilter() else found
 
 
@@ -170,7 +176,7 @@ def _routes(service: SearchService, max_files: int):
         if modality and len(modality) > 1:
             raise HTTPException(400, "give one modality for the images of one request")
         label = dict(person_id=_integer(fields, "person_id", 0, None), camera=_one(fields, "camera"),
-                     modality=modality[0] if modality else None, time=_time(fields, "time"))
+                     modality=modality[0] if modality else None, time=_iso(_time(fields, "time")))
         ids = await service.add([Upload(data, **label) for data in files])
         return JSONResponse({"added": ids, "count": service.store.count()})
 
@@ -185,7 +191,7 @@ def _routes(service: SearchService, max_files: int):
 
     async def thumbnail(request):
         entry_id = request.path_params["entry_id"]
-        file = gallery_file(service.store.entry(entry_id), service.store.roots + [service.uploads])
+        file = gallery_file(service.store.entry(entry_id), source_roots(service.store.sources()) + [service.uploads])
         data = await asyncio.to_thread(_thumbnail, file)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 

@@ -131,6 +131,16 @@ def check_image(data: bytes, name: str) -> None:
                                  "name or content type); send an image file")
 
 
+def source_roots(sources: list[dict]) -> list[Path]:
+    """The folders a gallery's images were taken from (its ``sources``: a folder, or a dataset root)."""
+    roots = []
+    for source in sources:
+        folder = source.get("path") if source.get("kind") == "folder" else source.get("root")
+        if folder:
+            roots.append(Path(folder))
+    return roots
+
+
 def gallery_file(entry: dict | None, roots: list[Path]) -> Path:
     """The real path of a gallery entry's image, when it lies inside one of ``roots``; 404 otherwise."""
     if entry is None:

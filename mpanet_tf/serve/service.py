@@ -26,10 +26,11 @@ from mpanet_tf.data.images import image_from_bytes, image_suffix
 from mpanet_tf.errors import ConfigError
 from mpanet_tf.index.exact import unit_rows
 from mpanet_tf.index.fingerprint import model_fingerprint
+from mpanet_tf.index.store import open_store
+from mpanet_tf.index.store_interface import Hit, SearchFilter
 from mpanet_tf.io.atomic import atomic_write_bytes
 from mpanet_tf.runtimes.embedder import Embedder, load_embedder
 from mpanet_tf.serve.batching import DynamicBatcher
-from mpanet_tf.serve.gallery import Hit, SearchFilter, open_store
 from mpanet_tf.serve.metrics import Metrics
 from mpanet_tf.serve.security import check_image
 

@@ -105,10 +105,11 @@ def synth_tree(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built_index(tmp_path_factory, tiny_run, synth_tree):
     """The index of every image of the tree (identity, camera and modality known)."""
+    from mpanet_tf.data.registry import get_dataset
     from mpanet_tf.index import build_index
 
     output = tmp_path_factory.mktemp("serve-index") / "gallery.mpidx"
-    build_index(tiny_run, output, dataset="sysu", data_root=synth_tree, split="all", batch_size=16, progress=False)
+    build_index(tiny_run, output, dataset=get_dataset("sysu"), data_root=synth_tree, split="all", batch_size=16, progress=False)
     return output
 
 

@@ -100,7 +100,7 @@ def test_an_add_is_found_by_the_next_search_and_its_thumbnail_served(api):
     found = server.post("/v1/search?top_k=1", data=image).json()["results"][0]
     assert found["entry_id"] == before and found["distance"] < 1e-4
     assert (found["person_id"], found["camera"], found["modality"], found["time"]) == (
-        42, "gate", "infrared", "2026-12-02T10:00:00+00:00")
+        42, "gate", "infrared", "2026-12-02T10:00:00.000000+00:00")  # the stored form (data.capture_time.iso_utc)
     # stored under its content's hash in the service's folder, never under the client's name
     import hashlib
 

@@ -94,10 +94,11 @@ def test_concurrent_requests_share_embedder_calls(service):
                                      *[service.add([Upload(p.read_bytes(), camera="7")]) for p in new])
         calls = service.embedder.embed.calls
         alone = [await service.search(q, Query(top_k=3)) for q in queries[:12]]
+        stored = service.store.count(), service.store.entries()  # a closed store is unusable
         await service.stop()
-        return found, calls, alone
+        return found, calls, alone, stored
 
-    found, calls, alone = asyncio.run(together())
+    found, calls, alone, (count, entries) = asyncio.run(together())
     assert calls < 4, f"16 concurrent requests took {calls} embedder calls"
     assert service.batcher.max_batch == 16
     for together_hits, alone_hits in zip(found[:12], alone):
@@ -106,5 +107,5 @@ def test_concurrent_requests_share_embedder_calls(service):
     for n, query in enumerate(found[:12]):
         assert query[0].entry_id == n % 8 and query[0].distance < 1e-5  # each picture finds itself
     added = sorted(i for ids in found[12:] for i in ids)
-    assert added == [8, 9, 10, 11] and service.store.count() == 12
-    assert all(service.store.entry(i)["camera"] == "7" for i in added)
+    assert added == [8, 9, 10, 11] and count == 12
+    assert all(entries[i]["camera"] == "7" for i in added)
