@@ -40,14 +40,14 @@ def read_rows(path):
 
 def test_cli_writes_a_readable_identity_disjoint_manifest(tmp_path):
     tree = hand_tree(tmp_path / "cams")
-    out = tmp_path / "out" / "data.csv"
+    out = tmp_path / "data.csv"  # a folder above the tree: its rows' paths stay inside (issue 26)
     result = run("manifest", "--from-folders", tree, "--output", out, "--test-fraction", 0.4, "--seed", 3)
     assert result.exit_code == 0, result.output
     assert f"to {out}" in result.output
     rows = read_rows(out)
     assert list(rows[0]) == ["path", "person", "camera", "modality", "split"]
     on_disk = {p.relative_to(tree).as_posix() for p in tree.rglob("*.*") if p.suffix != ".txt"}
-    assert {(tmp_path / "out" / r["path"]).resolve().relative_to(tree.resolve()).as_posix() for r in rows} \
+    assert {(tmp_path / r["path"]).resolve().relative_to(tree.resolve()).as_posix() for r in rows} \
         == on_disk - {"infrared/ir_only/gate_1.jpg"}
     train = {r["person"] for r in rows if r["split"] == "train"}
     test = {r["person"] for r in rows if r["split"] != "train"}

@@ -209,17 +209,17 @@ def test_savedmodel_loads_without_mpanet_tf(served):
 def test_serve_encoded_matches_the_evaluation_path(exported, served):
     expected = artifact_embeddings(exported["model"], exported["images"])
     assert expected.shape == (len(exported["images"]), 14336)
-    np.testing.assert_allclose(served["arrays"]["encoded"], expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(served["arrays"]["encoded"], expected, rtol=1e-5, atol=1e-5)  # float32 rounding of ~7-magnitude features (graph vs eager: 6e-6 relative)
 
 
 def test_serving_default_matches_the_evaluation_path(exported, served):
     model, images = exported["model"], exported["images"]
     # one picture per call, each of its own size
     expected = np.concatenate([artifact_embeddings(model, [path]) for path in images])
-    np.testing.assert_allclose(served["arrays"]["single"], expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(served["arrays"]["single"], expected, rtol=1e-5, atol=1e-5)
     # one batch of the two 64x32 pictures (indices 2 and 4)
     expected = artifact_embeddings(model, [images[2], images[4]])
-    np.testing.assert_allclose(served["arrays"]["batched"], expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(served["arrays"]["batched"], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_existing_target_is_refused_without_force(exported):
