@@ -17,12 +17,10 @@ import struct
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
-from mpanet_tf.data.images import MAX_PIXELS, decode_image_tensor, load_image, resize_image_tensor
-from mpanet_tf.data.resample import bilinear_coefficients, resample
+from mpanet_tf.data.images import (MAX_PIXELS, bilinear_coefficients, decode_image_tensor, load_image,
+                                   resize_image_tensor)
 from mpanet_tf.errors import BadImageError
 
 
@@ -93,7 +91,9 @@ def test_resize_equals_pil_for_many_sizes():
 
 
 def _dynamic_resize(image, height, width):
-    return resample(image, height, width)
+    from mpanet_tf.data.images import _resample
+
+    return _resample(image, height, width)
 
 
 def test_both_pass_orders_of_pillow_are_reproduced():
@@ -115,41 +115,6 @@ def test_batched_resize_equals_pil_per_image():
     assert resized.shape == (3, 64, 32, 3)
     for image, got in zip(batch, resized):
         np.testing.assert_array_equal(got, Image.fromarray(image).resize((32, 64), Image.BILINEAR))
-
-
-_DYNAMIC_RESIZE = tf.function(resample, autograph=False,
-                              input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
-                                               tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(in_h=st.integers(1, 300), in_w=st.integers(1, 300), out_h=st.integers(1, 400), out_w=st.integers(1, 400),
-       seed=st.integers(0, 2**32 - 1), smooth=st.booleans())
-def test_resize_equals_pil_for_random_sizes_and_images(in_h, in_w, out_h, out_w, seed, smooth):
-    # Random sizes (both pass orders, up- and downscales by any factor up to 300x) and random
-    # images, noise or smooth (where the rounding between the passes is most often at a .5 edge).
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (in_h, in_w, 3), dtype=np.uint8)
-    if smooth:
-        pixels = np.asarray(Image.fromarray(pixels[:4, :4]).resize((in_w, in_h), Image.BILINEAR))
-    expected = np.asarray(Image.fromarray(pixels).resize((out_w, out_h), Image.BILINEAR))
-    np.testing.assert_array_equal(_DYNAMIC_RESIZE(pixels, out_h, out_w).numpy(), expected)
-
-
-def test_tap_loop_for_huge_downscales_equals_pil(monkeypatch):
-    # Above _GATHER_LIMIT products a pass loops over the taps (only huge downscales get there);
-    # lowering the limit sends ordinary sizes through that branch.
-    from mpanet_tf.data import resample as module
-
-    monkeypatch.setattr(module, "_GATHER_LIMIT", 0)
-    loop_resize = tf.function(module.resample, autograph=False,
-                              input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
-                                               tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
-    rng = np.random.default_rng(5)
-    for (h, w), (out_h, out_w) in [((288, 144), (384, 128)), ((178, 37), (99, 18)), ((40, 300), (7, 11))]:
-        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        expected = np.asarray(Image.fromarray(pixels).resize((out_w, out_h), Image.BILINEAR))
-        np.testing.assert_array_equal(loop_resize(pixels, out_h, out_w).numpy(), expected)
 
 
 # ------------------------------------------------------------------------------ file types

@@ -70,7 +70,7 @@ def regdb_listed_file_missing(root):
 
 def regdb_trial(value):
     def mutate(root):
-        return ["--trial", str(value)], root
+        return ["--trial", str(value)], "--trial"  # refused as an option, before any file is read: the line names it
     mutate.__name__ = f"regdb_trial_{value}"
     return mutate
 
