@@ -60,7 +60,7 @@ STATE_SCHEMA = schemas.mapping(
     {"format": schemas.string(), "epoch": schemas.integer(1), "step_in_epoch": schemas.integer(0),
      "global_step": schemas.integer(0)},
     {"iterations": schemas.integer(0), "epoch_complete": schemas.boolean(),
-     "history": schemas.list_of(schemas.mapping({"epoch": schemas.integer(1)})),
+     "history": schemas.list_of(schemas.mapping({"epoch": schemas.integer(0)})),
      "partial_epoch": schemas.nullable(schemas.mapping({}, {
          "sums": schemas.dict_of(schemas.number()), "count": schemas.integer(0), "seconds": schemas.number(0)})),
      "weights_file": schemas.string(), "optimizer_iterations": schemas.nullable(schemas.integer(0)),
