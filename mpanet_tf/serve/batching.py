@@ -6,6 +6,13 @@ the first waiting request, then keeps taking more until the batch holds ``max_ba
 (never on the event loop, so the page and ``/healthz`` answer while a batch is computed). While the
 worker computes a batch the next one queues, so under load batches fill without waiting.
 
+Requests already received but still being decoded are announced (:meth:`DynamicBatcher.arriving`):
+while any are, a batch that is not yet full waits for them past ``timeout_ms`` (up to
+:data:`ARRIVING_WAIT_S` after its first request). Without this, when 32 clients' next requests
+reach the server spread over more than the window (one decode each, on a busy CPU), the window
+closes a partial batch and the clients settle into two groups whose batches alternate, each
+half-full: measured as a steady 16 images per call at 32 clients (benchmarks/RESULTS.md).
+
 A request may carry several images (``size``); a batch never splits a request, and a request
 larger than ``max_batch`` is a batch of its own.
 """
@@ -13,10 +20,15 @@ larger than ``max_batch`` is a batch of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+#: The longest a batch that is not full waits, after its first request, for requests that were
+#: received and are being decoded (an upload's decode is bounded by the upload and pixel limits).
+ARRIVING_WAIT_S = 0.25
 
 
 @dataclass
@@ -49,6 +61,18 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mpanet-batch")
         self._held: Job | None = None  # taken from the queue but too big for the batch being built
+        self._arriving = 0  # requests announced by arriving() and not yet submitted
+
+    @contextlib.contextmanager
+    def arriving(self):
+        """Announce a request that will be submitted once it is decoded (enter on the event loop;
+        submit right after leaving, with no ``await`` in between): a batch that is not full waits
+        for it (module docstring)."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -86,18 +110,23 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self._next(None)]
-            images, deadline = jobs[0].size, loop.time() + self.timeout
+            first = loop.time()
+            images, deadline, latest = jobs[0].size, first + self.timeout, first + max(self.timeout, ARRIVING_WAIT_S)
             while images < self.max_batch:
                 try:
                     job = self._queue.get_nowait() if self._held is None else await self._next(0)
                 except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
+                    now = loop.time()
+                    # past the window, wait only while announced requests are still being decoded;
+                    # look again at least every window (an announced request may fail to decode)
+                    limit = deadline if now < deadline or not self._arriving else latest
+                    remaining = min(limit - now, max(self.timeout, 0.002)) if now >= deadline else limit - now
                     if remaining <= 0:
                         break
                     try:
                         job = await self._next(remaining)
                     except asyncio.TimeoutError:
-                        break
+                        continue
                 if images + job.size > self.max_batch:
                     self._held = job
                     break

@@ -101,7 +101,10 @@ class SearchService:
         return np.frombuffer(data, np.uint8) if self.embedder.wants_bytes else pixels
 
     async def _decoded(self, data: bytes, name: str):
-        return await asyncio.to_thread(self._decode, data, name)
+        """Decode in a thread; the batcher knows the request is coming (a batch waits for it, see
+        :meth:`DynamicBatcher.arriving`). The caller submits right after, with no ``await`` between."""
+        with self.batcher.arriving():
+            return await asyncio.to_thread(self._decode, data, name)
 
     async def embed(self, data: bytes) -> np.ndarray:
         """(D,) float32: the embedder's output for the image file bytes ``data``."""
@@ -117,7 +120,8 @@ class SearchService:
         """Add ``uploads`` to the gallery; returns their entry ids once they are durable."""
         if not uploads:
             raise ConfigError("no image to add; send one or more image files")
-        images = [await self._decoded(u.data, f"uploaded image {n + 1}") for n, u in enumerate(uploads)]
+        with self.batcher.arriving():  # announced from the first image's decode to the submit
+            images = [await self._decoded(u.data, f"uploaded image {n + 1}") for n, u in enumerate(uploads)]
         return await self.batcher.submit(("add", images, uploads), size=len(images))
 
     # ------------------------------------------------- the worker thread's side

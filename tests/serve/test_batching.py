@@ -4,6 +4,7 @@ submitters, a big request runs alone, and the event loop stays free while a batc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import numpy as np
@@ -34,6 +35,34 @@ def test_results_go_to_their_submitters_and_batches_respect_max_batch():
     assert results[:2] == [2, 4] and isinstance(results[2], ValueError) and results[3:] == [6, 8, 10]
     assert [len(c) for c in calls] == [4, 1, 1]  # 4 one-image jobs; then 1; the 9-image job alone
     assert calls[0] == [1, 2, "bad", 3]
+
+
+def test_a_batch_waits_for_requests_still_being_decoded():
+    """A request announced with arriving() (received, decoding) joins the batch although it is
+    submitted after the window closed; one that is not announced starts the next batch."""
+    calls = []
+
+    def process(payloads):
+        calls.append(list(payloads))
+        return payloads
+
+    async def late(batcher, name, announced):
+        with batcher.arriving() if announced else contextlib.nullcontext():
+            await asyncio.sleep(0.08)  # the decode: 8 windows of 10 ms
+        return await batcher.submit(name)
+
+    async def scenario(announced):
+        batcher = DynamicBatcher(process, max_batch=4, timeout_ms=10)
+        await batcher.start()
+        results = await asyncio.gather(batcher.submit("first"), late(batcher, "late", announced))
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(scenario(True)) == ["first", "late"]
+    assert calls == [["first", "late"]]
+    calls.clear()
+    assert asyncio.run(scenario(False)) == ["first", "late"]
+    assert calls == [["first"], ["late"]]
 
 
 def test_the_event_loop_answers_while_a_batch_computes():
