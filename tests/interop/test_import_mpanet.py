@@ -158,6 +158,7 @@ def test_evaluating_the_imported_run_works_end_to_end(tmp_path, run_dir):
     assert 0.0 < outcome["mAP"] <= 100.0
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_train_resume_fine_tunes_the_imported_weights(tmp_path, run_dir, state):
     """``train --resume`` on an imported run starts at epoch 1, step 0 from the imported weights.
 

@@ -76,6 +76,7 @@ def _manifest_metrics(npz) -> tuple[float, float, float]:
     return 100 * r1 / valid, 100 * ap / valid, 100 * inp / valid
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_manifest_from_folders_train_then_eval_end_to_end(tmp_path):
     from mpanet_tf.data.synthetic_folders import generate_camera_folders
 

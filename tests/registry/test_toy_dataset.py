@@ -102,6 +102,7 @@ def test_dataset_info_and_synth(toy_root, tmp_path):
     assert missing.exit_code == 2 and "TOY root" in missing.output
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_train_eval_and_visualize(toy_root, toy_run, tmp_path):
     run = json.loads((toy_run / "run.json").read_text())
     assert run["dataset"] == "toy" and run["num_classes"] == 4 and run["trial"] is None
@@ -149,6 +150,7 @@ def test_sysu_options_still_refused_rules(toy, toy_root, tmp_path):
     assert result.exit_code == 2 and "manhattan" in result.output
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_visualize_ranks_reads_the_toy_option(toy_root, toy_run, tmp_path, monkeypatch):
     import mpanet_tf.cli.visualize_command as command
 
@@ -180,6 +182,7 @@ def test_visualize_ranks_reads_the_toy_option(toy_root, toy_run, tmp_path, monke
     assert refused.exit_code == 2 and "--toy-side is an option of a dataset's protocol" in refused.output
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_index_build_add_info_and_search(toy_root, toy_run, tmp_path):
     index = tmp_path / "toy.mpidx"
     result = invoke("index", "build", "--model", toy_run, "--dataset", "toy", "--data-root", toy_root,

@@ -61,6 +61,7 @@ def jobs(sysu_root, tmp_path_factory):
             process.kill()
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_mirrored_two_replicas_match_one_device_on_the_same_global_batch(jobs):
     folder = jobs["folder"]
     assert jobs["mirrored"].wait(timeout=TIMEOUT_S) == 0, tail(folder / "mirrored.log")
@@ -85,6 +86,7 @@ def test_mirrored_two_replicas_match_one_device_on_the_same_global_batch(jobs):
     assert report["mean_head_copies_identical"] and report["trainable_copies_identical"]
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_two_workers_train_in_lock_step(jobs):
     folder, processes = jobs["folder"], jobs["workers"]
     logs = [folder / f"worker{i}.log" for i in range(2)]

@@ -40,6 +40,7 @@ class EvaluateUntrained(keras.callbacks.Callback):
             self.result = evaluate_live_model(self.model, spec, self.dataset, self.config, log=lambda m: None)["summary"]
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_short_training_beats_the_untrained_model(larger_sysu, tmp_path):
     from tests.training.workers import tiny_config
 

@@ -210,6 +210,7 @@ def test_workarounds_vectorise_multi_worker_logs_only():
     assert single._maybe_symbolic_build(iterator=object()) is None
 
 
+@pytest.mark.large  # slow (minutes of training on 2 cores): run with --run-large
 def test_resume_keeps_no_final_eval(sysu_root, tmp_path):
     """Issue 14 class 7: --resume of a run started with --no-final-eval does not evaluate at the end."""
     import json
