@@ -7,7 +7,7 @@ folder, builds the sampler and ``build_train_dataset`` at 384x128 with the full 
 Three image loaders, each timed in a fresh process, one after the other, A B C A B C
 (``--rounds``), never two at once:
 
-- ``pil-exact``: the project's loader (:mod:`mpanet_tf.data.images`,
+- ``pil-exact``: the project's loader (:mod:`mpanet_tf.data.images` + :mod:`mpanet_tf.data.resample`,
   PIL's pixels bit for bit, in-graph);
 - ``legacy``: the loader before issue 13 (TensorFlow's fast-IDCT ``decode_image`` and antialiased
   ``tf.image.resize``, rounded; not PIL's pixels), kept here only as a baseline;
