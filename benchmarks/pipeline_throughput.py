@@ -7,7 +7,7 @@ folder, builds the sampler and ``build_train_dataset`` at 384x128 with the full 
 Three image loaders, each timed in a fresh process, one after the other, A B C A B C
 (``--rounds``), never two at once:
 
-- ``pil-exact``: the project's loader (:mod:`mpanet_tf.data.images`,
+- ``pil-exact``: the project's loader (:mod:`mpanet_tf.data.images` + :mod:`mpanet_tf.data.resample`,
   PIL's pixels bit for bit, in-graph);
 - ``legacy``: the loader before issue 13 (TensorFlow's fast-IDCT ``decode_image`` and antialiased
   ``tf.image.resize``, rounded; not PIL's pixels), kept here only as a baseline;
@@ -114,21 +114,24 @@ def pil_file_loader(size):
 
 @contextlib.contextmanager
 def loader(name):
-    """Swap the pipeline's and the cache's image functions for the named variant."""
-    from mpanet_tf.data import images, pipeline
+    """Swap the pipeline's and the cache's image functions for the named variant (each module
+    imported them by name, so each module's names are swapped)."""
+    from mpanet_tf.data import cache, images, pipeline
 
-    saved = (images.decode_image_tensor, images.resize_image_tensor, pipeline.decode_image_tensor,
-             pipeline.resize_image_tensor, pipeline._file_loader)
+    modules = (images, pipeline, cache)
+    saved = [(module.decode_image_tensor, module.resize_image_tensor) for module in modules]
+    saved_loader = pipeline._file_loader
     if name == "legacy":
-        images.decode_image_tensor = pipeline.decode_image_tensor = legacy_decode
-        images.resize_image_tensor = pipeline.resize_image_tensor = legacy_resize
+        for module in modules:
+            module.decode_image_tensor, module.resize_image_tensor = legacy_decode, legacy_resize
     elif name == "pil-numpy-function":
         pipeline._file_loader = pil_file_loader
     try:
         yield
     finally:
-        (images.decode_image_tensor, images.resize_image_tensor, pipeline.decode_image_tensor,
-         pipeline.resize_image_tensor, pipeline._file_loader) = saved
+        for module, (decode, resize) in zip(modules, saved):
+            module.decode_image_tensor, module.resize_image_tensor = decode, resize
+        pipeline._file_loader = saved_loader
 
 
 LOADERS = ("pil-exact", "legacy", "pil-numpy-function")

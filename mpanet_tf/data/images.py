@@ -22,12 +22,8 @@ Decoding (:func:`decode_image_tensor`), by the file's magic bytes:
 Before any decoding the size declared in the header is checked against :data:`MAX_PIXELS`, so a
 hostile or absurd file is refused without allocating its pixels.
 
-Resizing (:func:`resize_image_tensor`) reimplements Pillow's ``ImagingResample`` for the bilinear
-filter (libImaging/Resample.c of Pillow 13): per output pixel a triangle filter whose support grows
-with the downscale factor, coefficients normalised in double precision and converted to 22-bit
-fixed point, one pass per axis, each rounded to uint8, in Pillow's order (:func:`_resample`).
-``Image.resize`` with its default ``reducing_gap=None`` does no reduce step first, so this is the
-whole of it.
+Resizing is :mod:`mpanet_tf.data.resample` (Pillow's bilinear ``ImagingResample`` rebuilt in
+TensorFlow ops, bit for bit); :func:`resize_image_tensor` is imported from there.
 """
 
 from __future__ import annotations
@@ -38,6 +34,7 @@ import stat
 
 import numpy as np
 
+from mpanet_tf.data.resample import resample, resize_image_tensor  # noqa: F401 (resize_image_tensor: the public name)
 from mpanet_tf.errors import BadImageError
 
 #: The reason given for a file whose bytes do not decode (TensorFlow's own message names its
@@ -61,9 +58,6 @@ HEADER_SLACK_BYTES = 16 * 2**20
 #: Bytes read first by :func:`read_image_file`: the header (a JPEG's size follows its APP
 #: segments) is checked on them before the rest of the file is read.
 HEAD_BYTES = 256 * 1024
-
-#: Pillow's fixed-point precision of resampling coefficients (libImaging/Resample.c: 32 - 8 - 2).
-PRECISION_BITS = 22
 
 # An in-graph refusal carries its reason between these markers through TensorFlow's error text.
 _REASON = re.compile(r"<<(.*?)>>")
@@ -327,148 +321,6 @@ def decode_image_tensor(data, max_pixels: int = MAX_PIXELS):
     return image
 
 
-# ------------------------------------------------------------------ resizing
-def _filter_weights(in_size, out_size):
-    """Pillow's unnormalised bilinear weights for one axis (``precompute_coeffs`` before the
-    division): int32 (out,) first input index, float64 (out, taps) weights, 0 past the window."""
-    import tensorflow as tf
-
-    in_size = tf.cast(in_size, tf.int32)
-    out_size = tf.cast(out_size, tf.int32)
-    scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
-    filterscale = tf.maximum(scale, 1.0)
-    support = filterscale  # the bilinear filter's support is 1.0
-    taps = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
-    center = (tf.range(out_size, dtype=tf.float64) + 0.5) * scale
-    inverse = 1.0 / filterscale
-    first = tf.maximum(tf.cast(center - support + 0.5, tf.int32), 0)  # C's (int): truncation
-    count = tf.minimum(tf.cast(center + support + 0.5, tf.int32), in_size) - first
-    tap = tf.range(taps)
-    position = tf.cast(first[:, None] + tap[None, :], tf.float64)
-    distance = tf.abs((position - center[:, None] + 0.5) * inverse)
-    inside = tf.logical_and(distance < 1.0, tap[None, :] < count[:, None])
-    return first, tf.where(inside, 1.0 - distance, tf.zeros_like(distance))
-
-
-def _fixed_point(weights):
-    """float64 (rows, taps) -> int32 (rows, taps): each row divided by its sum, accumulated tap by
-    tap as Pillow does (the order of a float sum matters), then ``normalize_coeffs_8bpc``."""
-    import tensorflow as tf
-
-    def add(tap, total):
-        return tap + 1, total + tf.gather(weights, tap, axis=1)
-
-    _, total = tf.while_loop(lambda tap, total: tap < tf.shape(weights)[1], add,
-                             [tf.constant(0), tf.zeros(tf.shape(weights)[:1], tf.float64)])
-    safe = tf.where(total == 0.0, tf.ones_like(total), total)
-    weights = tf.where(total[:, None] != 0.0, weights / safe[:, None], weights)
-    return tf.cast(tf.floor(0.5 + weights * float(1 << PRECISION_BITS)), tf.int32)
-
-
-def bilinear_coefficients(in_size, out_size):
-    """Pillow's bilinear resampling coefficients for one axis, computed in-graph.
-
-    Reproduces ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` of libImaging/Resample.c in the
-    same double-precision operations, in the same order (the weight sum is accumulated tap by tap).
-
-    Args:
-        in_size, out_size: int scalars (Python or tensors).
-
-    Returns:
-        ``(first, weights)``: int32 (out_size,), the first input index each output reads, and
-        int32 (out_size, taps), its fixed-point weights (22 fractional bits; 0 past the window).
-    """
-    first, weights = _filter_weights(in_size, out_size)
-    return first, _fixed_point(weights)
-
-
-def _both_coefficients(in_height, height, in_width, width):
-    """The coefficients of both axes with one sequential sum (rows of both tables, zero-padded to
-    the wider one: adding 0.0 leaves a sum unchanged)."""
-    import tensorflow as tf
-
-    first_h, weights_h = _filter_weights(in_height, height)
-    first_w, weights_w = _filter_weights(in_width, width)
-    taps = tf.maximum(tf.shape(weights_h)[1], tf.shape(weights_w)[1])
-
-    def pad(weights):
-        return tf.pad(weights, [[0, 0], [0, taps - tf.shape(weights)[1]]])
-
-    fixed = _fixed_point(tf.concat([pad(weights_h), pad(weights_w)], 0))
-    fixed_h, fixed_w = fixed[:height], fixed[height:]
-    return (first_h, fixed_h[:, :tf.shape(weights_h)[1]]), (first_w, fixed_w[:, :tf.shape(weights_w)[1]])
-
-
-#: Above this many int32 products a pass loops over the taps instead of gathering them all at
-#: once (64 MB of products; only huge downscales get there).
-_GATHER_LIMIT = 1 << 24
-
-
-def _resample_axis(image, first, fixed, axis):
-    """One Pillow pass along ``axis`` (-2: width, -3: height) of uint8 ``image`` -> uint8."""
-    import tensorflow as tf
-
-    in_size = tf.shape(image)[axis]
-    out_size, taps = tf.shape(fixed)[0], tf.shape(fixed)[1]
-    weight_shape = [-1, 1] if axis == -2 else [-1, 1, 1]
-
-    def gather_all():
-        index = tf.minimum(first[:, None] + tf.range(taps)[None, :], in_size - 1)  # weight 0 past the window
-        pixels = tf.cast(tf.gather(image, index, axis=axis), tf.int32)  # taps axis right after `axis`
-        weights = tf.reshape(fixed, [out_size, taps, *([1] * (-axis - 1))])
-        return tf.reduce_sum(pixels * weights, axis=axis)  # exact: integers below 2**31
-
-    def loop():
-        def step(tap, acc):
-            index = tf.minimum(first + tap, in_size - 1)
-            pixels = tf.cast(tf.gather(image, index, axis=axis), tf.int32)
-            return tap + 1, acc + pixels * tf.reshape(fixed[:, tap], weight_shape)
-
-        start = tf.zeros_like(tf.gather(image, first, axis=axis), tf.int32)
-        return tf.while_loop(lambda tap, acc: tap < taps, step, [tf.constant(0), start])[1]
-
-    products = tf.size(image, tf.int64) // tf.cast(in_size, tf.int64) * tf.cast(out_size * taps, tf.int64)
-    acc = tf.cond(products <= _GATHER_LIMIT, gather_all, loop)
-    rounded = tf.bitwise.right_shift(acc + (1 << (PRECISION_BITS - 1)), PRECISION_BITS)
-    return tf.cast(tf.clip_by_value(rounded, 0, 255), tf.uint8)
-
-
-def _resample(image, height, width):
-    """uint8 (..., H, W, 3) -> uint8 (..., height, width, 3), Pillow's two passes in its order.
-
-    Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
-    pixels as the width does (``ImagingResampleInner``: ``in_h - h > 0 and in_h - h > 2 * (in_w -
-    w)``), else the horizontal pass first; the order changes the uint8 rounding in between.
-    """
-    import tensorflow as tf
-
-    in_height, in_width = tf.shape(image)[-3], tf.shape(image)[-2]
-    vertical, horizontal = _both_coefficients(in_height, height, in_width, width)
-    shrink = in_height - height
-    vertical_first = tf.logical_and(shrink > 0, shrink > (in_width - width) * 2)
-    return tf.cond(vertical_first,
-                   lambda: _resample_axis(_resample_axis(image, *vertical, -3), *horizontal, -2),
-                   lambda: _resample_axis(_resample_axis(image, *horizontal, -2), *vertical, -3))
-
-
-def resize_image_tensor(image, size):
-    """uint8 (H, W, 3) or (B, H, W, 3) -> float32 at ``size`` = (h, w), whole values in [0, 255].
-
-    Bit for bit PIL's ``Image.resize((w, h), Image.BILINEAR)`` of the uint8 image: two passes,
-    each rounded to uint8, in Pillow's order (facts §3.3). Any H and W (dynamic); graph-safe. A float
-    input is rounded and clipped to uint8 first.
-    """
-    import tensorflow as tf
-
-    image = tf.convert_to_tensor(image)
-    if image.dtype != tf.uint8:
-        image = tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0.0, 255.0), tf.uint8)
-    height, width = int(size[0]), int(size[1])
-    resized = tf.cast(_resample(image, height, width), tf.float32)
-    resized.set_shape([*image.shape[:-3], height, width, image.shape[-1]])
-    return resized
-
-
 # -------------------------------------------------------------- eager loading
 _LOADER = None
 
@@ -483,7 +335,7 @@ def _loader():
                      autograph=False)
         def load(data, size):
             image = decode_image_tensor(data)
-            return tf.cast(_resample(image, size[0], size[1]), tf.float32)
+            return resample(image, size[0], size[1])
 
         _LOADER = load
     return _LOADER

@@ -4,7 +4,8 @@
 Covered: the resampling coefficients against a line-by-line Python transcription of Pillow's
 ``precompute_coeffs``/``normalize_coeffs_8bpc``; the in-graph resize for many sizes (1-pixel
 dimensions, odd sizes, up- and downscaling by non-integer factors, aspect changes, both of
-Pillow's pass orders, batched input); :func:`load_image` for every file type (JPEG 4:4:4/4:2:2/
+Pillow's pass orders, batched input, random sizes and images (hypothesis), the sparse product of
+huge downscales); :func:`load_image` for every file type (JPEG 4:4:4/4:2:2/
 4:2:0, greyscale, CMYK and progressive; PNG RGB/L/P/P+tRNS/RGBA/LA/16-bit grey; BMP RGB/L/P/RGBA;
 GIF); the tf.data training pipeline and the cache written by ``prepare``; refusals (unsupported
 BMPs, garbage, truncated files, headers above the pixel cap) naming the file.
@@ -17,10 +18,12 @@ import struct
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from mpanet_tf.data.images import (MAX_PIXELS, bilinear_coefficients, decode_image_tensor, load_image,
-                                   resize_image_tensor)
+from mpanet_tf.data.images import MAX_PIXELS, decode_image_tensor, load_image, resize_image_tensor
+from mpanet_tf.data.resample import bilinear_coefficients, resample
 from mpanet_tf.errors import BadImageError
 
 
@@ -91,9 +94,7 @@ def test_resize_equals_pil_for_many_sizes():
 
 
 def _dynamic_resize(image, height, width):
-    from mpanet_tf.data.images import _resample
-
-    return _resample(image, height, width)
+    return resample(image, height, width)
 
 
 def test_both_pass_orders_of_pillow_are_reproduced():
@@ -115,6 +116,47 @@ def test_batched_resize_equals_pil_per_image():
     assert resized.shape == (3, 64, 32, 3)
     for image, got in zip(batch, resized):
         np.testing.assert_array_equal(got, Image.fromarray(image).resize((32, 64), Image.BILINEAR))
+
+
+_SPEC = [tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)]
+_DYNAMIC_RESIZE = tf.function(resample, autograph=False, input_signature=_SPEC)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(in_h=st.integers(1, 300), in_w=st.integers(1, 300), out_h=st.integers(1, 400), out_w=st.integers(1, 400),
+       seed=st.integers(0, 2**32 - 1), smooth=st.booleans())
+def test_resize_equals_pil_for_random_sizes_and_images(in_h, in_w, out_h, out_w, seed, smooth):
+    # Random sizes (both pass orders, up- and downscales by any factor up to 300x) and random
+    # images, noise or smooth (where the rounding between the passes is most often at a .5 edge).
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (in_h, in_w, 3), dtype=np.uint8)
+    if smooth:
+        pixels = np.asarray(Image.fromarray(pixels[:4, :4]).resize((in_w, in_h), Image.BILINEAR))
+    expected = np.asarray(Image.fromarray(pixels).resize((out_w, out_h), Image.BILINEAR))
+    np.testing.assert_array_equal(_DYNAMIC_RESIZE(pixels, out_h, out_w).numpy(), expected)
+
+
+@pytest.mark.parametrize("limit", [0, 5000])
+def test_sparse_rows_of_huge_downscales_equal_pil(monkeypatch, limit):
+    # Past _GATHER_LIMIT gathered products a pass computes its remaining output rows as a sparse
+    # matrix product (only huge downscales get there); a lowered limit sends ordinary sizes there,
+    # all rows (0) or some of them (5000).
+    from mpanet_tf.data import resample as module
+
+    monkeypatch.setattr(module, "_GATHER_LIMIT", limit)
+    resize = tf.function(module.resample, autograph=False, input_signature=_SPEC)
+    rng = np.random.default_rng(5)
+    for (h, w), (out_h, out_w) in [((288, 144), (384, 128)), ((178, 37), (99, 18)), ((40, 300), (7, 11))]:
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        expected = np.asarray(Image.fromarray(pixels).resize((out_w, out_h), Image.BILINEAR))
+        np.testing.assert_array_equal(resize(pixels, out_h, out_w).numpy(), expected, err_msg=f"{(h, w)}")
+
+
+def test_huge_downscale_equals_pil():
+    # 3000x2000 -> 384x128: the first (horizontal) pass would gather ~38M products, over the limit.
+    pixels = np.random.default_rng(6).integers(0, 256, (3000, 2000, 3), dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(pixels).resize((128, 384), Image.BILINEAR))
+    np.testing.assert_array_equal(_DYNAMIC_RESIZE(pixels, 384, 128).numpy(), expected)
 
 
 # ------------------------------------------------------------------------------ file types
