@@ -345,9 +345,18 @@ class MilvusStore(GalleryStore):
         return {"params": {}}
 
     def _candidates(self, queries32: np.ndarray, limit: int, expression: str, params: dict):
-        """Milvus' (ids, squared float32 distances) lists per query, best first."""
-        results = self.client.search(self.collection, data=list(queries32), limit=int(limit), filter=expression,
-                                     anns_field="embedding", search_params=params, output_fields=[])
+        """Milvus' (ids, squared float32 distances) lists per query, best first.
+
+        Milvus Lite gets one query per request: it holds a copy of the searched vectors per query
+        of a request until the request ends (a 20-query request over 2,000 x 14,336 rows peaked at
+        +2.1 GB, one query at +0.15 GB; benchmarks/RESULTS.md). A server gets them all at once.
+        """
+        step = 1 if self._where.lite else max(1, len(queries32))
+        results = []
+        for start in range(0, len(queries32), step):
+            results += self.client.search(self.collection, data=list(queries32[start:start + step]), limit=int(limit),
+                                          filter=expression, anns_field="embedding", search_params=params,
+                                          output_fields=[])
         return [(np.array([h["id"] for h in hits], np.int64), np.array([h["distance"] for h in hits], np.float64))
                 for hits in results]
 
