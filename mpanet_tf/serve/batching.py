@@ -117,10 +117,14 @@ class DynamicBatcher:
                     job = self._queue.get_nowait() if self._held is None else await self._next(0)
                 except asyncio.QueueEmpty:
                     now = loop.time()
-                    # past the window, wait only while announced requests are still being decoded;
-                    # look again at least every window (an announced request may fail to decode)
-                    limit = deadline if now < deadline or not self._arriving else latest
-                    remaining = min(limit - now, max(self.timeout, 0.002)) if now >= deadline else limit - now
+                    if now < deadline:
+                        remaining = deadline - now
+                    elif self._arriving:
+                        # past the window, wait only while announced requests are still being
+                        # decoded; look again every window (an announced request may fail to decode)
+                        remaining = min(latest - now, max(self.timeout, 0.002))
+                    else:
+                        break
                     if remaining <= 0:
                         break
                     try:
