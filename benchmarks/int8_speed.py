@@ -89,8 +89,9 @@ def speed(args, data_root, scratch):
     base = Path(scratch) / "speed"
     names = [*format_names(), *quantized_names()]
     started = time.perf_counter()
+    # random weights: their int8/float32 agreement means nothing, so the guard only measures
     written = export_model(model, base, formats=names, calibration=data_root,
-                           calibration_images=args.calibration_images)
+                           calibration_images=args.calibration_images, min_cosine=0.0)
     export_seconds = time.perf_counter() - started
     del model
     runners = {name: array_runner(get_runtime(name), path) for name, path in written.items()}
@@ -123,7 +124,7 @@ def accuracy(args, data_root, scratch):
 
     base = Path(scratch) / "accuracy"
     written = export_model(args.run, base, formats=("onnx", "int8"), calibration=data_root,
-                           calibration_images=args.calibration_images)
+                           calibration_images=args.calibration_images, min_cosine=args.min_cosine)
     results = {}
     for name, model_path in (("keras (run folder)", args.run), ("onnx", written["onnx"]), ("int8", written["int8"])):
         out = Path(scratch) / f"{len(results)}.json"
@@ -132,19 +133,27 @@ def accuracy(args, data_root, scratch):
         if result.exit_code != 0:
             raise SystemExit(f"eval of {model_path} failed: {result.output}")
         results[name] = json.loads(out.read_text())
-    return results, agreement(written["onnx"], written["int8"], data_root, args.cosine_images)
+    info = json.loads((written["int8"].parent / "mpanet_export.json").read_text())["quantization"]
+    held_out = [Path(data_root) / p for p in info["holdout"]]
+    return results, agreement(written["onnx"], written["int8"], data_root, args.cosine_images), {
+        **{key: info.get(key) for key in ("mean_cosine", "worst_cosine", "min_cosine", "min_cosine_met",
+                                          "float32_blocks", "calibration_images", "holdout_images")},
+        "remeasured_mean_cosine": float(agreement(written["onnx"], written["int8"], data_root, paths=held_out).mean())}
 
 
-def agreement(float_path, int8_path, data_root, count):
-    """Cosine similarity between the int8 and the float32 ONNX embeddings of ``count`` images of
-    ``data_root`` (every image of the tree, train and test, evenly spread over the sorted list):
-    (count,) float64."""
+def agreement(float_path, int8_path, data_root, count=None, paths=None):
+    """Cosine similarity between the int8 and the float32 ONNX embeddings of ``paths``, or of
+    ``count`` images of ``data_root`` (every image of the tree, train and test, evenly spread over
+    the sorted list): (count,) float64. Independent of the export's own measurement: each file is
+    loaded by :func:`mpanet_tf.runtimes.embedder.load_embedder`, as ``search`` and ``eval`` load it."""
+    from mpanet_tf.data.image_files import find_images
     from mpanet_tf.data.images import load_image
     from mpanet_tf.runtimes.embedder import load_embedder
-    from mpanet_tf.runtimes.quantized import calibration_paths
 
     float32, int8 = load_embedder(float_path), load_embedder(int8_path)
-    paths = calibration_paths(data_root, count)
+    if paths is None:
+        everything = find_images(data_root)
+        paths = [everything[i] for i in np.unique(np.linspace(0, len(everything) - 1, count).round().astype(int))]
     cosines = []
     for start in range(0, len(paths), 32):
         batch = np.stack([load_image(p, float32.image_size) for p in paths[start:start + 32]]).astype(np.float32)
@@ -165,6 +174,8 @@ def main(argv=None) -> int:
                         help="int8 calibration images (default: the exporter's default)")
     parser.add_argument("--cosine-images", type=int, default=500,
                         help="images of --data-root whose int8 and float32 embeddings are compared (default 500)")
+    parser.add_argument("--min-cosine", type=float, default=None,
+                        help="the accuracy export's --min-cosine (default: the exporter's, 0.99)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--output", default=None, help="also write the Markdown report here")
     args = parser.parse_args(argv)
@@ -175,7 +186,7 @@ def main(argv=None) -> int:
     load_at_start = _shell("cat /proc/loadavg")
     with tempfile.TemporaryDirectory(prefix="mpanet-int8-bench-") as scratch:
         rows, sizes, export_seconds = ([], {}, 0.0) if args.skip_speed else speed(args, args.data_root, scratch)
-        results, cosine = accuracy(args, args.data_root, scratch)
+        results, cosine, guard = accuracy(args, args.data_root, scratch)
 
     from machine import cpu_model, int8_dot_product
 
@@ -212,6 +223,12 @@ def main(argv=None) -> int:
         "",
         f"Cosine similarity int8 vs float32 ONNX embeddings over {cosine.size} images of the tree (train and test): "
         f"mean {cosine.mean():.5f}, 1st percentile {np.percentile(cosine, 1):.5f}, worst {cosine.min():.5f}.",
+        "",
+        f"The export's agreement check (`--min-cosine {guard['min_cosine']}`, {guard['calibration_images']} "
+        f"calibration + {guard['holdout_images']} held-out images): reported mean cosine {guard['mean_cosine']:.6f} "
+        f"(worst {guard['worst_cosine']:.6f}, target met: {guard['min_cosine_met']}; float32 blocks: "
+        f"{', '.join(guard['float32_blocks']) or 'none'}); re-measured on the same held-out images by "
+        f"load_embedder: {guard['remeasured_mean_cosine']:.6f}.",
         "",
     ]
     report = "\n".join(lines)

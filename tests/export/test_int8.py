@@ -3,7 +3,8 @@ float model on real (synthetic-drawn) images by cosine, and loading everywhere a
 accepted (load_embedder, search, eval --model); option errors are one line, exit 2.
 
 One tiny model (64x32) is exported once per module through the CLI, calibrated on a drawn SYSU
-tree.
+tree, with ``--min-cosine 0`` (every block quantised, the agreement only measured); the guard
+itself (``--min-cosine`` above what the whole quantisation reaches) is exported once more.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def quantized(tmp_path_factory):
     output = root / "saved_models" / "tiny"
     result = CliRunner().invoke(cli, ["export", "--model", str(run), "--format", "onnx", "--quantize", "int8",
                                       "--calibration", str(tree), "--calibration-images", "24",
-                                      "--output", str(output)])
+                                      "--min-cosine", "0", "--output", str(output)])
     assert result.exit_code == 0, result.output
     return {"root": root, "run": run, "tree": tree, "output": output, "model": load_model(run),
             "int8": output / "int8" / "1" / "model.onnx", "onnx": output / "onnx" / "1" / "model.onnx",
@@ -60,6 +61,8 @@ def test_layout_export_info_and_quantised_graph(quantized):
     info = json.loads((quantized["int8"].parent / "mpanet_export.json").read_text())
     assert info["format"] == "int8" and (info["image_height"], info["image_width"]) == TINY_SIZE
     assert info["quantization"]["calibration_images"] == 24
+    assert info["quantization"]["holdout_images"] == len(quantized["images"]) - 24
+    assert info["quantization"]["float32_blocks"] == [] and info["quantization"]["min_cosine_met"]
     graph = onnx.load(str(quantized["int8"])).graph
     assert graph.input[0].name == "images" and graph.output[0].name == "embeddings"
     ops = [node.op_type for node in graph.node]
@@ -158,9 +161,10 @@ def test_search_and_eval_accept_the_int8_model(quantized, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     ([], "--quantize int8 needs --calibration"),
     (["--calibration", "{missing}"], "calibration folder"),
+    (["--calibration", "{tree}", "--min-cosine", "1.5"], "--min-cosine must be between 0 and 1"),
 ])
 def test_quantize_option_errors_are_one_line(quantized, tmp_path, extra, message):
-    extra = [arg.format(missing=tmp_path / "missing") for arg in extra]
+    extra = [arg.format(missing=tmp_path / "missing", tree=quantized["tree"]) for arg in extra]
     output = tmp_path / "out"
     result = CliRunner().invoke(cli, ["export", "--model", str(quantized["run"]), "--quantize", "int8",
                                       "--output", str(output), *extra])
@@ -175,3 +179,64 @@ def test_calibration_without_quantize_is_refused(quantized, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == ("Error: --calibration only applies with --quantize int8; add it or drop "
                                      "--calibration")
+
+
+def held_out_cosines(quantized, int8_path, info) -> np.ndarray:
+    """The cosine of each held-out image's int8 embedding to its float32 one, measured here
+    independently of the export: both ONNX files loaded as ``search`` loads them."""
+    from mpanet_tf.data.images import load_image
+    from mpanet_tf.runtimes.embedder import load_embedder
+
+    paths = [quantized["tree"] / p for p in info["holdout"]]
+    batch = np.stack([load_image(p, TINY_SIZE) for p in paths]).astype(np.float32)
+    got = np.asarray(load_embedder(int8_path)(batch), np.float64)
+    expected = np.asarray(load_embedder(quantized["onnx"])(batch), np.float64)
+    return np.sum(got * expected, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+
+
+def test_the_reported_agreement_is_measured_on_images_not_calibrated_on(quantized):
+    info = json.loads((quantized["int8"].parent / "mpanet_export.json").read_text())["quantization"]
+    holdout = [quantized["tree"] / p for p in info["holdout"]]
+    assert len(holdout) == info["holdout_images"] == len(set(holdout)) and set(holdout) <= set(quantized["images"])
+    # the calibration images are the first 24 of the same round-robin draw: none is held out
+    from mpanet_tf.runtimes.quantized import split_calibration
+
+    calibration, again = split_calibration(quantized["tree"], 24, None)
+    assert again == holdout and not set(calibration) & set(holdout)
+    # both modalities (cam3/cam6 infrared) in both sets
+    assert {p.relative_to(quantized["tree"]).parts[0] for p in holdout} == {f"cam{c}" for c in range(1, 7)}
+    cosines = held_out_cosines(quantized, quantized["int8"], info)
+    assert info["mean_cosine"] == pytest.approx(cosines.mean(), abs=2e-6)
+    assert info["worst_cosine"] == pytest.approx(cosines.min(), abs=2e-6)
+
+
+def test_the_guard_keeps_the_costliest_blocks_float32_until_the_target(quantized, tmp_path):
+    """A model whose whole quantisation falls short of the target: the export keeps blocks in
+    float32 until the held-out mean cosine reaches it, reports the figure an independent run
+    measures, and the kept blocks' convolutions really are float32 in the written graph."""
+    import onnx
+
+    from mpanet_tf.export import export_model
+    from mpanet_tf.runtimes.int8_search import block_of
+
+    whole = json.loads((quantized["int8"].parent / "mpanet_export.json").read_text())["quantization"]
+    target = round(whole["mean_cosine"] + 0.4 * (1 - whole["mean_cosine"]), 4)
+    written = export_model(quantized["model"], tmp_path / "guarded", formats=("int8",), calibration=quantized["tree"],
+                           calibration_images=24, min_cosine=target)
+    info = json.loads((written["int8"].parent / "mpanet_export.json").read_text())["quantization"]
+    assert info["min_cosine"] == target and info["min_cosine_met"], info
+    assert info["mean_cosine"] >= target > whole["mean_cosine"]
+    costs = info["block_costs"]
+    kept = info["float32_blocks"]
+    assert kept and kept == sorted(costs, key=lambda b: -costs[b])[:len(kept)]  # costliest first
+    cosines = held_out_cosines(quantized, written["int8"], info)
+    assert info["mean_cosine"] == pytest.approx(cosines.mean(), abs=2e-6)
+
+    graph = onnx.load(str(written["int8"])).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    float_weight = {node.name: producers.get(node.input[1]) is None or producers[node.input[1]].op_type != "DequantizeLinear"
+                    for node in graph.node if node.op_type == "Conv"}
+    for name, is_float in float_weight.items():
+        if block_of(name) in kept:
+            assert is_float, name
+    assert sum(not f for f in float_weight.values()) > 0  # the rest is still int8
