@@ -54,6 +54,36 @@ def int8_dot_product(flags: set[str] | None = None) -> str:
     return ", ".join(found) if found else "none (no AMX-INT8, AVX-512 VNNI or AVX-VNNI)"
 
 
+def matmul_peak_gflops(dtype: str = "float32", size: int = 2048, seconds: float = 3.0) -> float:
+    """The machine's measured dense-matmul rate (GFLOP/s, all cores, TensorFlow with oneDNN): a
+    ``size`` x ``size`` matmul repeated for about ``seconds`` in a ``tf.function``, best of 3
+    repetitions. The practical peak a convolution-bound step is compared with."""
+    import time
+
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+
+    @tf.function
+    def repeat(x, count):
+        total = tf.zeros((), tf.float32)
+        for _ in tf.range(count):
+            total += tf.cast(tf.reduce_sum(tf.matmul(x, x)[0, :1]), tf.float32)
+        return total
+
+    repeat(a, tf.constant(2)).numpy()
+    start = time.perf_counter()
+    repeat(a, tf.constant(4)).numpy()
+    count = max(4, int(4 * seconds / max(time.perf_counter() - start, 1e-3)))
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        repeat(a, tf.constant(count)).numpy()
+        best = max(best, 2 * size**3 * count / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 

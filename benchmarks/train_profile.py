@@ -13,7 +13,11 @@ Times are summed op durations per step (two inter-op threads may overlap, so the
 the wall time). ``--torch-python`` also runs ``benchmarks/torch_mpanet.py --profile`` for the same
 breakdown of the authors' PyTorch step.
 
-    python benchmarks/train_profile.py [--steps 2] [--top 25] [--torch-python /tmp/torchvenv/bin/python]
+``--roofline`` adds where the step stands against the machine: TensorFlow's FLOP count of the
+forward pass x 3 (backward ~ 2x forward) x batch over the step's wall time, as a fraction of the
+measured float32 (and bfloat16) dense-matmul rate of all cores (``machine.matmul_peak_gflops``).
+
+    python benchmarks/train_profile.py [--steps 2] [--top 25] [--roofline] [--torch-python /tmp/torchvenv/bin/python]
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ def main(argv=None):
                              "instead of the fused op, for comparison")
     parser.add_argument("--top", type=int, default=25, help="op types listed (default 25)")
     parser.add_argument("--torch-python", default="", help="python of a venv with torch: profile the PyTorch step too")
+    parser.add_argument("--roofline", action="store_true",
+                        help="also print the step's model FLOP/s as a fraction of the measured matmul rate")
     args = parser.parse_args(argv)
 
     from mpanet_tf.config import parse_image_size
@@ -124,6 +130,18 @@ def main(argv=None):
     print("  top op types (phase, type, s/step, % of op time):")
     for (phase, kind), seconds in by_type:
         print(f"    {phase:<9} {kind:<40} {seconds:7.3f}  {100 * seconds / total:5.1f} %")
+    if args.roofline:
+        from machine import describe, matmul_peak_gflops
+        from train_throughput import forward_flops_per_image
+
+        print(describe())
+        step_flops = 3 * forward_flops_per_image(size) * args.batch
+        achieved = step_flops / wall / 1e9
+        for dtype in ("float32", "bfloat16"):
+            peak = matmul_peak_gflops(dtype)
+            print(f"  {dtype} matmul (2048^2, all cores): {peak:7.1f} GFLOP/s; the {args.mode} step's "
+                  f"{step_flops / 1e9:.0f} GFLOP in {wall:.2f} s = {achieved:.1f} GFLOP/s = "
+                  f"{100 * achieved / peak:.0f} % of it")
     if args.torch_python:
         out = subprocess.run([args.torch_python, str(HERE / "torch_mpanet.py"), "--batch", str(args.batch),
                               "--steps", "2", "--warmup", "1", "--profile"],
