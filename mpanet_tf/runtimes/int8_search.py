@@ -147,6 +147,8 @@ def search_float32_blocks(quantize, probe: AgreementProbe, blocks: dict[str, lis
             cosines = probe(trial)
             bar.update(1)
             if cosines.mean() >= min_cosine or count == limit:
+                bar.total = bar.n  # stopped early: the bar ends full
+                bar.refresh()
                 break
             trial.unlink()
     shutil.move(os.fspath(trial), os.fspath(output_path))
