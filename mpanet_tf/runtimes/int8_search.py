@@ -13,8 +13,9 @@ on), and when the mean is below the target it keeps the costliest blocks in floa
    of the model float32; cost = 1 - its mean cosine;
 3. keep the costliest block, then the two costliest, ... in float32, re-quantising and measuring
    each time, until the mean cosine reaches the target or :data:`MAX_FLOAT32_SHARE` of the blocks
-   are float32; then the target cannot be met (the last model measured is written, and a
-   one-line warning says so).
+   are float32; then the target cannot be met: the best model measured is written (the whole
+   quantisation included: on a model with small, even costs keeping blocks float32 can lower the
+   mean), and a one-line warning says so.
 
 A block (:func:`block_of`) is one torchvision bottleneck (``layer3_2``: its three convolutions and
 the downsample), the stem convolution, or one MAM's channel-attention convolutions. The figure
@@ -121,15 +122,35 @@ def search_float32_blocks(quantize, probe: AgreementProbe, blocks: dict[str, lis
     from tqdm import tqdm
 
     scratch = Path(scratch)
-    first = scratch / "trial-all.onnx"
-    quantize(first, None, [])
-    cosines = probe(first)
-    if cosines.mean() >= min_cosine:
-        shutil.move(os.fspath(first), os.fspath(output_path))
-        return SearchResult(float(cosines.mean()), float(cosines.min()), [], True, probe.trials)
-    first.unlink()
+    best = (scratch / "trial-all.onnx", [], None)  # (file, float32 blocks, per-image cosines)
+    quantize(best[0], None, [])
+    best, costs = (best[0], [], probe(best[0])), {}
+    if best[2].mean() < min_cosine:
+        best, costs = _keep_costliest(quantize, probe, blocks, min_cosine, scratch, best, progress, tqdm)
+    path, kept, cosines = best
+    shutil.move(os.fspath(path), os.fspath(output_path))
+    result = SearchResult(float(cosines.mean()), float(cosines.min()), kept, bool(cosines.mean() >= min_cosine),
+                          probe.trials, costs)
+    if not result.met:
+        limit = _limit(blocks)
+        warnings.warn(f"int8: mean cosine to float32 {result.mean_cosine:.4f} on {len(probe.images)} held-out "
+                      f"images is below --min-cosine {min_cosine:g}, the best of the models measured with up to "
+                      f"{limit} of {len(blocks)} blocks kept float32; the int8 model is written with "
+                      f"{len(kept)} float32 blocks. Use the float32 ONNX model, calibrate on more images of the "
+                      "target data, or lower --min-cosine")
+    return result
 
-    limit = max(1, math.floor(MAX_FLOAT32_SHARE * len(blocks)))
+
+def _limit(blocks) -> int:
+    return max(1, math.floor(MAX_FLOAT32_SHARE * len(blocks)))
+
+
+def _keep_costliest(quantize, probe, blocks, min_cosine, scratch: Path, best, progress, tqdm):
+    """Measure each block's cost alone, then keep the costliest 1, 2, ... blocks float32 until the
+    target is met or :func:`_limit` blocks are. Returns the best (file, blocks, cosines) measured
+    (keeping a block float32 does not always help: the search never writes a worse model than
+    one it measured) and {block: cost}, costliest first."""
+    limit = _limit(blocks)
     costs: dict[str, float] = {}
     with tqdm(total=len(blocks) + limit, desc="int8 sensitivity", unit="model", file=sys.stderr,
               disable=not progress) as bar:
@@ -146,18 +167,13 @@ def search_float32_blocks(quantize, probe: AgreementProbe, blocks: dict[str, lis
             quantize(trial, None, [node for name in kept for node in blocks[name]])
             cosines = probe(trial)
             bar.update(1)
-            if cosines.mean() >= min_cosine or count == limit:
+            if cosines.mean() > best[2].mean():
+                best[0].unlink()
+                best = (trial, kept, cosines)
+            else:
+                trial.unlink()
+            if best[2].mean() >= min_cosine:
                 bar.total = bar.n  # stopped early: the bar ends full
                 bar.refresh()
                 break
-            trial.unlink()
-    shutil.move(os.fspath(trial), os.fspath(output_path))
-    met = bool(cosines.mean() >= min_cosine)
-    result = SearchResult(float(cosines.mean()), float(cosines.min()), kept, met, probe.trials,
-                          {name: round(costs[name], 6) for name in ranked})
-    if not met:
-        warnings.warn(f"int8: mean cosine to float32 {result.mean_cosine:.4f} on {len(probe.images)} held-out "
-                      f"images is below --min-cosine {min_cosine:g} even with {len(kept)} of {len(blocks)} blocks "
-                      "kept float32; the int8 model is written with them. Use the float32 ONNX model, calibrate "
-                      "on more images of the target data, or lower --min-cosine")
-    return result
+    return best, {name: round(costs[name], 6) for name in ranked}
