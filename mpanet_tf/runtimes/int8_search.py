@@ -119,14 +119,12 @@ def search_float32_blocks(quantize, probe: AgreementProbe, blocks: dict[str, lis
         output_path: where the written model goes.
         scratch: a folder for the trial models.
     """
-    from tqdm import tqdm
-
     scratch = Path(scratch)
-    best = (scratch / "trial-all.onnx", [], None)  # (file, float32 blocks, per-image cosines)
-    quantize(best[0], None, [])
-    best, costs = (best[0], [], probe(best[0])), {}
+    whole = scratch / "trial-all.onnx"
+    quantize(whole, None, [])
+    best, costs = (whole, [], probe(whole)), {}  # (file, float32 blocks, per-image cosines)
     if best[2].mean() < min_cosine:
-        best, costs = _keep_costliest(quantize, probe, blocks, min_cosine, scratch, best, progress, tqdm)
+        best, costs = _keep_costliest(quantize, probe, blocks, min_cosine, scratch, best, progress)
     path, kept, cosines = best
     shutil.move(os.fspath(path), os.fspath(output_path))
     result = SearchResult(float(cosines.mean()), float(cosines.min()), kept, bool(cosines.mean() >= min_cosine),
@@ -145,11 +143,13 @@ def _limit(blocks) -> int:
     return max(1, math.floor(MAX_FLOAT32_SHARE * len(blocks)))
 
 
-def _keep_costliest(quantize, probe, blocks, min_cosine, scratch: Path, best, progress, tqdm):
+def _keep_costliest(quantize, probe, blocks, min_cosine, scratch: Path, best, progress):
     """Measure each block's cost alone, then keep the costliest 1, 2, ... blocks float32 until the
     target is met or :func:`_limit` blocks are. Returns the best (file, blocks, cosines) measured
     (keeping a block float32 does not always help: the search never writes a worse model than
     one it measured) and {block: cost}, costliest first."""
+    from tqdm import tqdm
+
     limit = _limit(blocks)
     costs: dict[str, float] = {}
     with tqdm(total=len(blocks) + limit, desc="int8 sensitivity", unit="model", file=sys.stderr,
