@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mpanet_tf.runtimes.onnx import onnx_embedder, onnx_session
+
 # The search keeps at most this share of the blocks in float32: past it, most of the convolution
 # compute is float32 and the int8 model has lost its point; the export then says the target
 # cannot be met.
@@ -71,13 +73,10 @@ def mean_cosine(got, expected) -> np.ndarray:
 
 def embed_onnx(path, images, batch_size: int = 16) -> np.ndarray:
     """(N, D) float32 outputs of the ONNX file ``path`` on ``images`` (N, H, W, 3) float32,
-    ``batch_size`` at a time, in a fresh ONNX Runtime session."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    outputs = [session.run(None, {name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
-    return np.concatenate(outputs).astype(np.float32)
+    ``batch_size`` at a time, in a fresh ONNX Runtime session (the runtime's own
+    :func:`~mpanet_tf.runtimes.onnx.onnx_session` and :func:`~mpanet_tf.runtimes.onnx.onnx_embedder`)."""
+    embed = onnx_embedder(onnx_session(path))
+    return np.concatenate([embed(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 @dataclass

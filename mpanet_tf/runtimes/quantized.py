@@ -128,6 +128,11 @@ def split_calibration(source, count: int | None = None, holdout: int | None = No
     return ordered[:count], ordered[count:count + holdout]
 
 
+def _load_images(paths, image_size) -> np.ndarray:
+    """(N, H, W, 3) float32 of the image files ``paths``, loaded as evaluation loads them."""
+    return np.stack([load_image(p, image_size) for p in paths]).astype(np.float32)
+
+
 class CalibrationImages:
     """An ONNX Runtime ``CalibrationDataReader``: {"images": (b, H, W, 3) float32} batches of the
     calibration images loaded by :func:`mpanet_tf.data.images.load_image`."""
@@ -143,14 +148,10 @@ class CalibrationImages:
             return None
         chunk = self.paths[self.position:self.position + self.batch_size]
         self.position += len(chunk)
-        return {INPUT_NAME: np.stack([load_image(p, self.image_size) for p in chunk]).astype(np.float32)}
+        return {INPUT_NAME: _load_images(chunk, self.image_size)}
 
     def rewind(self):
         self.position = 0
-
-
-def _load_images(paths, image_size) -> np.ndarray:
-    return np.stack([load_image(p, image_size) for p in paths]).astype(np.float32)
 
 
 def quantize_onnx(float_path, output_path, paths, image_size, holdout=(), min_cosine: float = DEFAULT_MIN_COSINE,
